@@ -1,0 +1,38 @@
+# hf_reid — the everyday commands. Every target installs what it needs first.
+PYTHON ?= python3
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+QUICKSTART_DIR ?= runs/quickstart
+
+.PHONY: install quickstart test test-fast quality style bench synthclip clean
+
+# torch first, pinned to the local CPU build where none is installed: an open torch
+# requirement resolved with no torch present pulls several GB of CUDA packages.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
+	@$(PYTHON) -m pip install -q -e ".[dev]"
+
+quickstart: install
+	$(PYTHON) -m hf_reid.quickstart --output_dir $(QUICKSTART_DIR)
+
+test: install
+	$(PYTHON) -m pytest -q tests
+
+test-fast: install
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+quality: install
+	$(PYTHON) -m ruff check hf_reid recipes dataset_scripts benchmarks tests
+	$(PYTHON) -m ruff format --check hf_reid recipes dataset_scripts benchmarks tests
+
+style: install
+	$(PYTHON) -m ruff check --fix hf_reid recipes dataset_scripts benchmarks tests
+	$(PYTHON) -m ruff format hf_reid recipes dataset_scripts benchmarks tests
+
+bench: install
+	$(PYTHON) benchmarks/run_all.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache runs

@@ -1,0 +1,8 @@
+"""hf_reid: vision-language person re-identification on the Hugging Face stack.
+
+Four CLIP-based methods (CLIP-ReID, ReText, CLIP-FGDI, ITKM) as ``transformers`` models,
+``datasets`` builders for the standard Re-ID layouts and the SynthPeds benchmark, metrics that
+give the standard Market-1501 numbers in bounded memory, and Accelerate recipes.
+"""
+
+__version__ = "0.1.0"

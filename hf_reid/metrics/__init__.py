@@ -1,0 +1,2 @@
+"""Re-ID evaluation: CMC / mAP / mINP, distances, re-ranking, query expansion, retrieval,
+the ``evaluate`` metric and plots."""
