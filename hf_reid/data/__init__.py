@@ -5,6 +5,52 @@ from .features import COLUMNS, MODALITIES, NO_CLOTHES_ID, REID_FEATURES
 
 __all__ = ["COLUMNS", "MODALITIES", "NO_CLOTHES_ID", "REID_FEATURES"]
 
-# --- builders (hf_reid/data/builders.py, layouts.py) ---
+# --- builders (hf_reid/data/layouts/, loading.py, export.py) ---
+from .export import push_reid_dataset, reid_dataset_card, save_reid_dataset
+from .layouts import SYSU_MM01_CAMERA_GROUPS, ReidBuilder, ReidBuilderConfig, ReidDataError
+from .loading import (
+    get_reid_layout,
+    load_reid_dataset,
+    load_synthpeds_domains,
+    register_reid_layout,
+    reid_layout_names,
+    reid_layout_options,
+)
+
+__all__ += [
+    "SYSU_MM01_CAMERA_GROUPS",
+    "ReidBuilder",
+    "ReidBuilderConfig",
+    "ReidDataError",
+    "get_reid_layout",
+    "load_reid_dataset",
+    "load_synthpeds_domains",
+    "push_reid_dataset",
+    "register_reid_layout",
+    "reid_dataset_card",
+    "reid_layout_names",
+    "reid_layout_options",
+    "save_reid_dataset",
+]
 # --- synthetic (hf_reid/data/synthetic/) ---
+from .synthetic import SynthPedsSummary, generate_synthpeds  # noqa: E402
+
+__all__ += ["SynthPedsSummary", "generate_synthpeds"]
 # --- sampling and transforms (samplers.py, transforms.py, collate.py) ---
+from .collate import ReidCollator, decode_image  # noqa: E402
+from .labels import concatenate_sources, domain_index, relabel  # noqa: E402
+from .samplers import MixedPKSampler, PKSampler  # noqa: E402
+from .transforms import ReidTestTransform, ReidTrainTransform, ReidTransformConfig  # noqa: E402
+
+__all__ += [
+    "MixedPKSampler",
+    "PKSampler",
+    "ReidCollator",
+    "ReidTestTransform",
+    "ReidTrainTransform",
+    "ReidTransformConfig",
+    "concatenate_sources",
+    "decode_image",
+    "domain_index",
+    "relabel",
+]

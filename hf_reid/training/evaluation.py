@@ -1,0 +1,216 @@
+"""The end-of-training retrieval evaluation: metrics, ``eval_results.json`` and plots.
+
+:func:`evaluate_retrieval` takes query and gallery features (e.g. from
+:func:`~hf_reid.training.features.extract_features`), compares them the way the method's paper
+does (``normalize``/``metric`` are config fields that really take effect), ranks the gallery
+with :mod:`hf_reid.metrics` and writes the results and plots into the run folder. The metrics
+module is imported when called, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+__all__ = ["EVAL_RESULTS_NAME", "evaluate_retrieval"]
+
+logger = logging.getLogger(__name__)
+
+EVAL_RESULTS_NAME = "eval_results.json"
+CMC_PLOT_NAME = "cmc.png"
+RANKED_LIST_PLOT_NAME = "ranked_list.png"
+
+
+def _split(side: torch.Tensor | Mapping[str, Any], prefix: str, metadata: dict[str, Any]) -> torch.Tensor:
+    """Features of one side; metadata found in an ``extract_features`` dict goes to ``metadata``."""
+    if isinstance(side, Mapping):
+        if "features" not in side:
+            raise KeyError(f"evaluate_retrieval: the {prefix} dict has no 'features' ({sorted(side)}).")
+        for key in ("pids", "camids", "clothes_ids", "paths"):
+            if key in side:
+                metadata.setdefault(f"{prefix}_{key}", side[key])
+        side = side["features"]
+    if not isinstance(side, torch.Tensor):
+        side = torch.as_tensor(np.asarray(side))
+    if side.ndim != 2:
+        raise ValueError(
+            f"evaluate_retrieval: {prefix} features must be (N, D), got shape {tuple(side.shape)}."
+        )
+    return side.detach().float().cpu()
+
+
+def _ids(metadata: Mapping[str, Any], key: str, length: int) -> np.ndarray:
+    if key not in metadata:
+        raise KeyError(f"evaluate_retrieval: metadata needs '{key}' (have {sorted(metadata)}).")
+    value = metadata[key]
+    array = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if array.shape != (length,):
+        raise ValueError(
+            f"evaluate_retrieval: metadata '{key}' has shape {array.shape}, expected ({length},)."
+        )
+    return array
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def evaluate_retrieval(
+    query_feats: torch.Tensor | Mapping[str, Any],
+    gallery_feats: torch.Tensor | Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    metric: str = "euclidean",
+    normalize: bool = True,
+    max_rank: int = 50,
+    output_dir: str | os.PathLike | None = None,
+    accelerator: Accelerator | None = None,
+    rank_kwargs: Mapping[str, Any] | None = None,
+    plots: bool = True,
+    ranked_list_queries: int = 8,
+    ranked_list_top_k: int = 10,
+    image_root: str | os.PathLike | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Rank the gallery for every query and report CMC / mAP / mINP.
+
+    Args:
+        query_feats, gallery_feats: ``(N, D)`` feature tensors, or the dicts returned by
+            ``extract_features`` (their ``pids``, ``camids``, ``clothes_ids`` and ``paths`` then
+            fill the metadata).
+        metadata: ``q_pids``, ``g_pids``, ``q_camids``, ``g_camids`` (required) and optionally
+            ``q_clothes_ids``, ``g_clothes_ids``, ``q_paths``, ``g_paths``; overrides the dicts.
+        metric: distance passed to ``hf_reid.metrics.compute_distance_matrix``.
+        normalize: L2-normalise the features first (CLIP-ReID: yes; CLIP-FGDI: no).
+        max_rank: length of the CMC curve.
+        output_dir: where to write ``eval_results.json``, ``cmc.png`` and (when image paths are
+            known) ``ranked_list.png``; main process only.
+        accelerator: when given, the metrics are computed on the main process and sent to all.
+        rank_kwargs: protocol options for ``evaluate_rank`` (``clothes_changing=True``,
+            ``camera_groups=...``, ``cross_camera=False``...). With ``clothes_changing`` the
+            clothes ids are passed as well.
+        plots: write the plots.
+        image_root: folder the ``paths`` are relative to, for the ranked-list grid.
+        extra: additional entries for ``eval_results.json`` (dataset name, epoch...).
+
+    Returns:
+        ``RankResult.to_dict()`` plus the full ``cmc`` curve, ``num_valid_queries``, ``metric``,
+        ``normalize``, ``num_query``, ``num_gallery`` and ``extra``; identical on every process.
+    """
+    meta: dict[str, Any] = {}
+    query = _split(query_feats, "q", meta)
+    gallery = _split(gallery_feats, "g", meta)
+    meta.update(metadata or {})
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"evaluate_retrieval: query features are {query.shape[1]}-d, gallery features {gallery.shape[1]}-d."
+        )
+    is_main = accelerator is None or accelerator.is_main_process
+    results: dict[str, Any] | None = None
+    if is_main:
+        results = _compute(
+            query,
+            gallery,
+            meta,
+            metric=metric,
+            normalize=normalize,
+            max_rank=max_rank,
+            output_dir=output_dir,
+            rank_kwargs=dict(rank_kwargs or {}),
+            plots=plots,
+            ranked_list_queries=ranked_list_queries,
+            ranked_list_top_k=ranked_list_top_k,
+            image_root=image_root,
+            extra=dict(extra or {}),
+        )
+    if accelerator is not None and accelerator.num_processes > 1:
+        results = broadcast_object_list([results], from_process=0)[0]
+    assert results is not None
+    return results
+
+
+def _compute(
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    meta: Mapping[str, Any],
+    *,
+    metric: str,
+    normalize: bool,
+    max_rank: int,
+    output_dir: str | os.PathLike | None,
+    rank_kwargs: dict[str, Any],
+    plots: bool,
+    ranked_list_queries: int,
+    ranked_list_top_k: int,
+    image_root: str | os.PathLike | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    from hf_reid import metrics as reid_metrics  # lazy: metrics may pull in plotting libraries
+
+    q_pids = _ids(meta, "q_pids", len(query))
+    g_pids = _ids(meta, "g_pids", len(gallery))
+    q_camids = _ids(meta, "q_camids", len(query))
+    g_camids = _ids(meta, "g_camids", len(gallery))
+    if rank_kwargs.get("clothes_changing"):
+        rank_kwargs.setdefault("q_clothes_ids", _ids(meta, "q_clothes_ids", len(query)))
+        rank_kwargs.setdefault("g_clothes_ids", _ids(meta, "g_clothes_ids", len(gallery)))
+    if normalize:
+        query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
+
+    distmat = reid_metrics.compute_distance_matrix(query, gallery, metric)
+    result = reid_metrics.evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, **rank_kwargs
+    )
+    results = _jsonable(result.to_dict())
+    for attribute in ("cmc", "num_valid_queries", "num_invalid_queries"):  # the full curve, for later plots
+        if hasattr(result, attribute):
+            results.setdefault(attribute, _jsonable(getattr(result, attribute)))
+    results.update(
+        {
+            "metric": metric,
+            "normalize": normalize,
+            "num_query": len(query),
+            "num_gallery": len(gallery),
+            **_jsonable(extra),
+        }
+    )
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / EVAL_RESULTS_NAME).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        logger.info("Wrote %s", out / EVAL_RESULTS_NAME)
+        if plots:
+            reid_metrics.plot_cmc(result, out / CMC_PLOT_NAME)
+            if "q_paths" in meta and "g_paths" in meta:
+                reid_metrics.plot_ranked_list(
+                    distmat,
+                    list(meta["q_paths"]),
+                    list(meta["g_paths"]),
+                    q_pids,
+                    g_pids,
+                    out / RANKED_LIST_PLOT_NAME,
+                    num_queries=ranked_list_queries,
+                    top_k=ranked_list_top_k,
+                    image_root=image_root,
+                )
+    return results

@@ -1,0 +1,128 @@
+"""Small helpers every recipe needs: the Accelerator, seeding, logging and a gradient-keeping
+all-gather for metric learning across processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration
+from accelerate.utils import set_seed as _accelerate_set_seed
+
+__all__ = ["create_accelerator", "gather_with_grad", "set_seed", "setup_logging"]
+
+logger = logging.getLogger(__name__)
+
+
+def set_seed(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices) with the same ``seed`` on every process.
+
+    ``deterministic=True`` also asks torch for deterministic kernels (slower on GPU; some
+    operations then raise instead of running nondeterministically).
+    """
+    _accelerate_set_seed(seed, deterministic=deterministic)
+
+
+def create_accelerator(
+    output_dir: str | os.PathLike,
+    *,
+    seed: int,
+    gradient_accumulation_steps: int = 1,
+    mixed_precision: str | None = None,
+    log_with: str | list[str] | None = None,
+    project_name: str = "hf_reid",
+    tracker_config: dict[str, Any] | None = None,
+    cpu: bool = False,
+) -> Accelerator:
+    """The Accelerator the recipes use, set up for reproducible, resumable runs.
+
+    * shuffling ``DataLoader`` s get a sampler seeded by ``seed`` and the epoch, so a resumed run
+      sees the same order (``use_seedable_sampler``);
+    * ``output_dir`` is the project folder (tracker logs go to ``output_dir/logs``), and
+      checkpoints are named by :func:`~hf_reid.training.checkpoint.save_checkpoint`;
+    * trackers (``log_with="tensorboard"``, ``"wandb"``, ...) are started when requested; without
+      them ``accelerator.log`` does nothing.
+
+    ``mixed_precision=None`` keeps whatever ``accelerate launch`` / ``accelerate config`` chose.
+    """
+    project = ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs"))
+    accelerator = Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=log_with,
+        project_config=project,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
+        step_scheduler_with_optimizer=False,
+        cpu=cpu,
+    )
+    if log_with:
+        accelerator.init_trackers(project_name, config=tracker_config)
+    return accelerator
+
+
+def setup_logging(
+    accelerator: Accelerator | None = None,
+    *,
+    level: int = logging.INFO,
+    log_file: str | os.PathLike | None = None,
+) -> None:
+    """Log ``hf_reid`` messages to stderr (and optionally a file) on the main process only.
+
+    Other processes log warnings and errors only, so a multi-process run does not print
+    everything N times. ``transformers`` and ``datasets`` are kept at warning level.
+    """
+    is_main = accelerator is None or accelerator.is_local_main_process
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    package_logger = logging.getLogger("hf_reid")
+    package_logger.setLevel(level if is_main else logging.WARNING)
+    if not any(getattr(h, "_hf_reid", False) for h in package_logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        handler._hf_reid = True  # type: ignore[attr-defined]
+        package_logger.addHandler(handler)
+    if log_file is not None and is_main:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(formatter)
+        package_logger.addHandler(file_handler)
+    for name in ("transformers", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """All-gather ``tensor`` along dim 0 from every process, keeping the gradient of the local part.
+
+    Batch-hard triplet mining and contrastive losses need the whole global batch as candidates;
+    a plain ``all_gather`` returns tensors without autograd history. Here the slice of this
+    process is the original tensor, so the loss computed on the gathered batch back-propagates
+    into this process's own features; the other slices are constants. With DDP's gradient
+    averaging the resulting update equals the single-process update on the union batch divided
+    by the number of processes (irrelevant for Adam-type optimizers).
+
+    Per-process sizes may differ (e.g. a smaller last batch). Without an initialised process
+    group (one process) the tensor is returned unchanged.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    world, rank = dist.get_world_size(), dist.get_rank()
+    local = tensor.contiguous()
+    size = torch.tensor([local.shape[0]], device=local.device, dtype=torch.long)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    longest = max(counts)
+    padded = local
+    if local.shape[0] < longest:
+        pad = local.new_zeros((longest - local.shape[0], *local.shape[1:]))
+        padded = torch.cat([local.detach(), pad], dim=0)
+    buffers = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(buffers, padded.detach())
+    parts = [buf[:n] for buf, n in zip(buffers, counts)]
+    parts[rank] = tensor  # keeps the autograd graph of this process's features
+    return torch.cat(parts, dim=0)
