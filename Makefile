@@ -14,8 +14,20 @@ install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
 	@$(PYTHON) -m pip install -q -e ".[dev]"
 
+# The main job: SynthPeds (generated on first use into data/synthpeds), CLIP-ReID from the shipped
+# SynthCLIP on one CPU process, then the results table.
 quickstart: install
-	$(PYTHON) -m hf_reid.quickstart --output_dir $(QUICKSTART_DIR)
+	accelerate launch --cpu --num_processes 1 --num_machines 1 --mixed_precision no \
+		--dynamo_backend no --num_cpu_threads_per_process 2 \
+		recipes/clip_reid.py --config recipes/configs/clip_reid_synthpeds.yaml --output_dir $(QUICKSTART_DIR)
+	$(PYTHON) -m hf_reid.report $(QUICKSTART_DIR)/eval_results.json
+
+# Re-train the shipped SynthCLIP (recipes/pretrain_clip.py) and install it into the package.
+synthclip: install
+	$(PYTHON) recipes/pretrain_clip.py --config recipes/configs/pretrain_clip_synthpeds.yaml \
+		--output_dir runs/synthclip
+	rm -rf hf_reid/assets/synthclip && cp -r runs/synthclip/synthclip hf_reid/assets/synthclip
+	cp runs/synthclip/zeroshot_results.json hf_reid/assets/synthclip/zeroshot_results.json
 
 test: install
 	$(PYTHON) -m pytest -q tests

@@ -151,13 +151,12 @@ def evaluate(root: Path, meta: dict) -> list[tuple[str, str, float, float]]:
         # Style shift: re-render the queries with the cameras of the next domain.
         other = (k + 1) % len(domains)
         shifted = []
-        for path in q["path"]:
+        for index, path in enumerate(q["path"]):
             record = by_path[f"{domain}/{path}"]
             camera = sample_camera(seed, f"{domains[other]}/c{record['camid'] + 1}", other)
             ident = make_identity(seed, record["identity"])
-            image = renderer.render(
-                ident, camera, np.random.default_rng(record["identity"]), view=record["view"]
-            )
+            image_rng = np.random.default_rng([seed, k, index])
+            image = renderer.render(ident, camera, image_rng, view=record["view"])
             shifted.append(color_histogram(image))
         results["cross"].append(score(np.stack(shifted), g["hist"], q, g))
         lda = _fit_lda([data[domain]["train"]])

@@ -43,7 +43,7 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
             "mlr_cuhk03, captions and pretrain, plus synthpeds_meta.json (ground truth) and a README."
         ),
     )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--preset", default="default", choices=sorted(PRESETS), help="size preset (default: default)"
     )

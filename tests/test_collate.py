@@ -112,3 +112,46 @@ def test_worker_batches_equal_in_process_batches(reid_split):
     assert len(in_process) == len(in_worker) == 2
     for a, b in zip(in_process, in_worker):
         assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+
+
+def test_seeded_augmentation_depends_only_on_seed_epoch_and_images(reid_split):
+    """With seed=, a batch's augmentation does not depend on what was drawn before it or in which
+    process it is built (what a resume mid-epoch needs), but changes with the epoch."""
+    config = ReidTransformConfig(height=32, width=16, random_erasing_p=1.0, flip_p=0.5, pad=4)
+    rows = [reid_split[i] for i in range(8)]
+
+    def collate(batch_rows, epoch=0, seed=0, warm_up=0):
+        collator = ReidCollator(ReidTrainTransform(config), columns=["labels"], seed=seed)
+        collator.set_epoch(epoch)
+        for _ in range(warm_up):  # batches drawn before this one must not matter
+            collator(rows[4:])
+        return collator(batch_rows)["pixel_values"]
+
+    first = collate(rows[:4])
+    assert torch.equal(first, collate(rows[:4], warm_up=3))
+    assert not torch.equal(first, collate(rows[:4], epoch=1))
+    assert not torch.equal(first, collate(rows[:4], seed=1))
+    # the same image twice in one batch (PK top-up) gets two different draws
+    repeated = collate([rows[0], rows[0]])
+    assert not torch.equal(repeated[0], repeated[1])
+
+    collator = ReidCollator(ReidTrainTransform(config), columns=["labels"], seed=0)
+    collator.set_epoch(2)
+    in_process, in_worker = (
+        list(DataLoader(reid_split, batch_size=4, collate_fn=collator, num_workers=workers))
+        for workers in (0, 1)
+    )
+    for a, b in zip(in_process, in_worker):
+        assert torch.equal(a["pixel_values"], b["pixel_values"])
+    with pytest.raises(ValueError, match="not both"):
+        ReidCollator(ReidTrainTransform(config), seed=0, generator=torch.Generator())
+
+
+def test_runner_epoch_reaches_the_seeded_collator(reid_split):
+    from hf_reid.training import set_sampler_epoch
+
+    collator = ReidCollator(ReidTrainTransform(CONFIG), columns=["labels"], seed=0)
+    sampler = PKSampler(reid_split["label"], p=2, k=2, seed=0)
+    loader = DataLoader(reid_split, batch_size=sampler.batch_size, sampler=sampler, collate_fn=collator)
+    set_sampler_epoch(loader, 3)
+    assert collator.epoch == 3 and sampler.epoch == 3

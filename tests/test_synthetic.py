@@ -25,6 +25,7 @@ from hf_reid.data.synthetic import (
     read_meta,
 )
 from hf_reid.data.synthetic.attributes import LOWER_COLORS, UPPER_COLORS
+from hf_reid.data.synthetic.palette import luminance
 
 MARKET_NAME = re.compile(
     r"^(?P<pid>-1|\d{4})_c(?P<cam>\d+)s(?P<seq>\d+)_(?P<frame>\d{6})_(?P<box>\d{2})\.jpg$"
@@ -275,6 +276,15 @@ def test_identities_draw_real_attribute_vectors_and_hidden_details():
     assert make_identity(7, 3) == make_identity(7, 3)
 
 
+def test_infrared_reflectance_is_not_luminance():
+    garments = [make_identity(11, uid).outfits[0].upper for uid in range(400)]
+    ir = np.array([g.ir for g in garments])
+    luma = np.array([luminance(g.rgb) for g in garments])
+    correlation = np.corrcoef(ir, luma)[0, 1]
+    assert 0.1 < correlation < 0.8  # related (bright dyes tend to reflect more) but re-ordered
+    assert np.all((ir > 0) & (ir < 1))
+
+
 def test_same_seed_gives_the_same_bytes_with_any_number_of_workers(tiny_run, tmp_path):
     out, meta = tiny_run
     again = generate_synthpeds(
@@ -333,6 +343,7 @@ def test_existing_output_is_reused_or_refused(tiny_run, tmp_path):
         ({"preset": "huge"}, "unknown SynthPeds preset 'huge'"),
         ({"layouts": ["market", "msmt"]}, "unknown SynthPeds layout"),
         ({"image_size": (128, 128)}, "image_size must be one of"),
+        ({"seed": -3}, "seed must be a non-negative integer"),
     ],
 )
 def test_bad_arguments_are_named(tmp_path, kwargs, message):

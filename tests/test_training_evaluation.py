@@ -5,11 +5,13 @@ tests check this module's glue whether or not the metrics module has landed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import hf_reid.metrics
 from hf_reid.training import evaluate_retrieval
@@ -37,8 +39,13 @@ def fake_metrics(monkeypatch):
         calls["cmc"] = path
         path.write_bytes(b"png")
 
-    def plot_ranked_list(distmat, q_paths, g_paths, q_pids, g_pids, path, **kwargs):
-        calls["ranked"] = (q_paths, g_paths, path, kwargs)
+    def plot_ranked_list(query_images, gallery_images, ranked_indices, matches, path, top_k=10, **kwargs):
+        calls["ranked"] = (
+            query_images,
+            gallery_images,
+            path,
+            dict(kwargs, ranked=ranked_indices, matches=matches),
+        )
 
     for name, fn in {
         "compute_distance_matrix": compute_distance_matrix,
@@ -115,13 +122,17 @@ def test_results_file_plots_and_protocol_options(fake_metrics, tmp_path):
         0,
     ]
     assert (tmp_path / "eval" / "cmc.png").read_bytes() == b"png"
-    q_paths, g_paths, ranked_path, ranked_kwargs = fake_metrics["ranked"]
-    assert (
-        q_paths == query["paths"]
-        and g_paths == gallery["paths"]
-        and ranked_path == tmp_path / "eval" / "ranked_list.png"
-    )
-    assert ranked_kwargs["image_root"] == "/data/ltcc"
+    q_images, g_images, ranked_path, ranked_kwargs = fake_metrics["ranked"]
+    root = Path("/data/ltcc")
+    assert q_images == [root / p for p in query["paths"]] and g_images == [root / p for p in gallery["paths"]]
+    assert ranked_path == tmp_path / "eval" / "ranked_list.png"
+    # Each query's list is the gallery by distance without same pid + same camera entries.
+    distmat = torch.cdist(F.normalize(query["features"], dim=1), F.normalize(gallery["features"], dim=1))
+    for i, row in enumerate(ranked_kwargs["ranked"]):
+        junk = (gallery["pids"] == query["pids"][i]) & (gallery["camids"] == query["camids"][i])
+        expected = [j for j in distmat[i].argsort(stable=True).tolist() if not junk[j]][: len(row)]
+        assert row.tolist() == expected
+        assert ranked_kwargs["matches"][i].tolist() == (gallery["pids"][row] == query["pids"][i]).tolist()
 
 
 def test_without_output_dir_nothing_is_written_and_paths_are_optional(fake_metrics, tmp_path):

@@ -21,10 +21,19 @@ sources        source           int64 (B,), from ``concatenate_sources``
 domains        domain           int64 (B,), names mapped through ``domain_to_index``
 captions       captions         list[list[str]] (only when asked for)
 =============  ===============  ==================================================
+
+Reproducible augmentation (``seed=``): the random draws of a batch then come from a generator
+seeded by ``(seed, epoch, the batch's images)``, so a batch gets the same augmentation whether it
+is built in the training process or in any DataLoader worker, and whether its epoch runs from the
+start or is resumed mid-way from a checkpoint (a shared random stream cannot give that: the
+stream's position depends on how many batches were drawn before, and DataLoaders prefetch).
+``set_epoch`` selects the epoch; :func:`hf_reid.training.set_sampler_epoch` (called by the
+``StageRunner`` before every epoch) calls it on the DataLoader's ``collate_fn``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -73,6 +82,27 @@ def decode_image(value: Any) -> Any:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def _image_key(row: Mapping[str, Any], image_column: str) -> bytes:
+    """Bytes that identify a row's image: its ``path`` column, else the cell's path or content."""
+    path = row.get("path")
+    if isinstance(path, str) and path:
+        return path.encode()
+    cell = row[image_column]
+    if isinstance(cell, Mapping):
+        if cell.get("path"):
+            return str(cell["path"]).encode()
+        cell = cell.get("bytes")
+    if isinstance(cell, (bytes, bytearray)):
+        return bytes(cell)
+    if isinstance(cell, (str, os.PathLike)):
+        return os.fspath(cell).encode()
+    if isinstance(cell, Image.Image):
+        return cell.tobytes()
+    if isinstance(cell, torch.Tensor):
+        cell = cell.detach().cpu().numpy()
+    return np.ascontiguousarray(cell).tobytes()
+
+
 class ReidCollator:
     """``collate_fn`` for Re-ID training and evaluation DataLoaders.
 
@@ -91,6 +121,10 @@ class ReidCollator:
             single-process use; leave ``None`` with DataLoader workers (a generator would be
             copied into every worker, giving all of them the same random stream), and the
             workers' own seeded torch RNG is used.
+        seed: derive each batch's random draws from ``(seed, epoch, the batch's images)`` instead
+            (see the module docstring): reproducible with any number of workers and across a
+            resume. Images are identified by the row's ``path`` column, else by their bytes or
+            path. With ``persistent_workers=True`` the workers keep the epoch they started with.
     """
 
     def __init__(
@@ -100,11 +134,19 @@ class ReidCollator:
         image_column: str = "image",
         domain_to_index: Mapping[str, int] | None = None,
         generator: torch.Generator | None = None,
+        seed: int | None = None,
     ):
+        if generator is not None and seed is not None:
+            raise ValueError(
+                "ReidCollator: pass either generator= (one random stream) or seed= (draws derived per "
+                "batch), not both."
+            )
         self.transform = transform
         self.image_column = image_column
         self.domain_to_index = dict(domain_to_index) if domain_to_index is not None else None
         self.generator = generator
+        self.seed = None if seed is None else int(seed)
+        self.epoch = 0
         self.columns: list[str] | None = None
         if columns is not None:
             by_column = {column: key for key, column in OUTPUT_COLUMNS.items()}
@@ -114,6 +156,18 @@ class ReidCollator:
                     f"ReidCollator: unknown column(s) {unknown}; choose from {list(OUTPUT_COLUMNS)}."
                 )
             self.columns = [c if c in OUTPUT_COLUMNS else by_column[c] for c in columns]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation the next batches get (used with ``seed``)."""
+        self.epoch = int(epoch)
+
+    def _batch_generator(self, rows: Sequence[Mapping[str, Any]]) -> torch.Generator:
+        """A generator seeded by (seed, epoch, the identity of every image in the batch, in order)."""
+        digest = hashlib.blake2b(f"{self.seed}:{self.epoch}:{len(rows)}".encode(), digest_size=8)
+        for row in rows:
+            digest.update(_image_key(row, self.image_column))
+            digest.update(b"\0")
+        return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
 
     def _keys(self, row: Mapping[str, Any]) -> list[str]:
         if self.columns is not None:
@@ -162,7 +216,9 @@ class ReidCollator:
             except (OSError, TypeError, ValueError) as error:
                 where = row.get("path") or f"row {position} of the batch"
                 raise ValueError(f"ReidCollator: cannot decode the image of {where}: {error}") from error
-        if self.generator is not None:
+        if self.seed is not None:
+            pixel_values = self.transform(images, generator=self._batch_generator(rows))
+        elif self.generator is not None:
             pixel_values = self.transform(images, generator=self.generator)
         else:
             pixel_values = self.transform(images)

@@ -78,10 +78,13 @@ def plot_cmc(
             markersize=3,
             label=label,
         )
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("Rank")
     axes.set_ylabel("Matching rate (%)")
     axes.set_xlim(1, max(max_rank, 2))
-    axes.set_ylim(0, 100)
+    axes.set_ylim(0, 101.5)  # a curve at 100% stays visible above the frame
     axes.grid(True, alpha=0.3)
     axes.set_title(title)
     axes.legend(loc="lower right", fontsize="small")
@@ -138,7 +141,7 @@ def plot_ranked_list(
 
     width, height = image_size
     figure = _figure((top_k + 1) * width / 55 + 0.4, num_queries * (height / 55 + 0.35))
-    grid = figure.add_gridspec(num_queries, top_k + 1, wspace=0.08, hspace=0.3)
+    grid = figure.add_gridspec(num_queries, top_k + 1, wspace=0.08, hspace=0.15)
     for row in range(num_queries):
         cells = [(query_images[row], QUERY_COLOR, "query")]
         for rank in range(top_k):
@@ -152,7 +155,7 @@ def plot_ranked_list(
             axes.imshow(_framed(image, color, image_size))
             axes.set_axis_off()
             axes.set_title(caption, fontsize=7, color=np.array(color) / 255, pad=2)
-    return _save(figure, path)
+    return _save(figure, path, tight=True)
 
 
 def _framed(
@@ -170,8 +173,11 @@ def _framed(
     return ImageOps.expand(image, border=border, fill=color)
 
 
-def _save(figure, path: str | os.PathLike) -> Path:
+def _save(figure, path: str | os.PathLike, tight: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    if tight:
+        figure.savefig(path, format="png", bbox_inches="tight", pad_inches=0.05)
+    else:
+        figure.savefig(path, format="png")
     return path

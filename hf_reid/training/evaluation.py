@@ -202,15 +202,62 @@ def _compute(
         if plots:
             reid_metrics.plot_cmc(result, out / CMC_PLOT_NAME)
             if "q_paths" in meta and "g_paths" in meta:
-                reid_metrics.plot_ranked_list(
+                _plot_ranked_list(
+                    reid_metrics,
                     distmat,
-                    list(meta["q_paths"]),
-                    list(meta["g_paths"]),
-                    q_pids,
-                    g_pids,
+                    meta,
+                    (q_pids, g_pids, q_camids, g_camids),
                     out / RANKED_LIST_PLOT_NAME,
                     num_queries=ranked_list_queries,
                     top_k=ranked_list_top_k,
                     image_root=image_root,
+                    cross_camera=rank_kwargs.get("cross_camera", True),
                 )
     return results
+
+
+def _plot_ranked_list(
+    reid_metrics: Any,
+    distmat: Any,
+    meta: Mapping[str, Any],
+    ids: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    path: Path,
+    *,
+    num_queries: int,
+    top_k: int,
+    image_root: str | os.PathLike | None,
+    cross_camera: bool,
+) -> None:
+    """Draw the top-k of evenly spread queries, with the protocol's junk (same pid and camera)
+    removed as in the metrics. An unreadable image only costs the plot, with a warning."""
+    q_pids, g_pids, q_camids, g_camids = ids
+    distances = distmat.cpu().numpy() if isinstance(distmat, torch.Tensor) else np.asarray(distmat)
+    num_query = distances.shape[0]
+    chosen = np.unique(np.linspace(0, num_query - 1, num=min(num_queries, num_query)).round().astype(int))
+    orders = []
+    for i in chosen:
+        order = np.argsort(distances[i], kind="stable")
+        if cross_camera:
+            order = order[~((g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i]))]
+        orders.append(order)
+    top_k = min(top_k, *(len(order) for order in orders))
+    if top_k < 1:
+        logger.warning("No ranked-list plot: the gallery has no valid entry for the chosen queries.")
+        return
+    ranked = np.stack([order[:top_k] for order in orders])
+    root = Path(image_root) if image_root is not None else None
+    q_paths, g_paths = list(meta["q_paths"]), list(meta["g_paths"])
+    try:
+        reid_metrics.plot_ranked_list(
+            [root / q_paths[i] if root else q_paths[i] for i in chosen],
+            [root / p if root else p for p in g_paths],
+            ranked,
+            g_pids[ranked] == q_pids[chosen][:, None],
+            path,
+            top_k=top_k,
+            distances=np.take_along_axis(distances[chosen], ranked, axis=1),
+        )
+    except (OSError, ValueError) as error:
+        logger.warning(
+            "Could not draw %s (%s); pass image_root= the folder the paths are relative to.", path, error
+        )

@@ -54,10 +54,12 @@ EpochEndFn = Callable[[TrainerState], Mapping[str, float] | None]
 
 
 def set_sampler_epoch(dataloader: Any, epoch: int) -> None:
-    """Tell the dataloader and every sampler / batch sampler inside it which epoch starts.
+    """Tell the dataloader, every sampler / batch sampler inside it and its ``collate_fn``
+    which epoch starts.
 
     Samplers that shuffle per epoch (the PK sampler, ``DistributedSampler``, Accelerate's
-    seedable sampler) derive their order from it; objects without ``set_epoch`` are skipped.
+    seedable sampler) derive their order from it, and a seeded ``ReidCollator`` its augmentation;
+    objects without ``set_epoch`` are skipped.
     """
     seen: set[int] = set()
     stack = [dataloader]
@@ -69,7 +71,7 @@ def set_sampler_epoch(dataloader: Any, epoch: int) -> None:
         set_epoch = getattr(obj, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
-        for attr in ("batch_sampler", "sampler"):
+        for attr in ("batch_sampler", "sampler", "collate_fn"):
             try:
                 stack.append(getattr(obj, attr, None))
             except Exception:  # a property that cannot be evaluated here

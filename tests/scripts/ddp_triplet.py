@@ -6,7 +6,8 @@ Launched by tests/test_training_distributed.py through ``accelerate launch --mul
 gathered batch sizes, whether the ranks' identities were disjoint, a gradient check of
 ``gather_with_grad``, the loss curve and the held-out mAP before and after training.
 
-The PK sampler here is the stand-in from training_toys (hf_reid.data's PKSampler replaces it).
+Batches come from hf_reid.data's PKSampler with ``num_replicas`` = the number of processes, so
+every optimisation step holds distinct identities on each rank.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from torch.utils.data import DataLoader, default_collate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from training_toys import (
-    PKBatchSampler,
     ToyEmbedder,
     ToyReidDataset,
     batch_hard_triplet,
@@ -31,6 +31,7 @@ from training_toys import (
     mean_average_precision,
 )
 
+from hf_reid.data import PKSampler
 from hf_reid.training import (
     StageRunner,
     build_optimizer,
@@ -69,7 +70,8 @@ def main() -> None:
     model = ToyEmbedder()
     optimizer = build_optimizer(model, "adam", lr=1e-2)
     scheduler = build_scheduler(optimizer, "cosine", total=args.epochs, warmup=1, warmup_init_lr=1e-3)
-    train_loader = DataLoader(train_set, batch_sampler=PKBatchSampler(pids[train], p=4, k=4, seed=0))
+    s = PKSampler(pids[train], p=4, k=4, seed=0, num_replicas=accelerator.num_processes)
+    train_loader = DataLoader(train_set, batch_size=s.batch_size, sampler=s)
     eval_loader = DataLoader(eval_set, batch_size=7)  # 120 is not a multiple of 2 x 7: exercises dedup
     model, optimizer, train_loader, eval_loader = accelerator.prepare(
         model, optimizer, train_loader, eval_loader
@@ -82,7 +84,15 @@ def main() -> None:
 
     # Gradient check: the DDP gradient of the loss on gathered features, times the world size,
     # equals the gradient of the same loss computed on the union batch in one process.
-    check_indices = list(PKBatchSampler(pids[train], p=4, k=4, seed=123))[accelerator.process_index]
+    check_sampler = PKSampler(
+        pids[train],
+        p=4,
+        k=4,
+        seed=123,
+        num_replicas=accelerator.num_processes,
+        rank=accelerator.process_index,
+    )
+    check_indices = list(check_sampler)[: check_sampler.batch_size]  # this rank's part of the first step
     batch = default_collate([train_set[i] for i in check_indices])
     model.eval()  # no dropout, so both computations see the same function
     loss = batch_hard_triplet(gather_with_grad(embed(batch)), gather_with_grad(batch["pids"]))

@@ -56,9 +56,10 @@ class DomainStyle:
 class CameraStyle:
     """One camera: a draw from a domain's :class:`DomainStyle`.
 
-    ``blur`` is a Gaussian sigma and ``noise`` a standard deviation, both at 128-pixel image
-    height (they scale with the image); ``resolution`` is the sensor's downscale factor
-    (1 = sharp); ``scale`` bounds the person's height as a fraction of the crop.
+    ``blur`` is a Gaussian sigma in pixels of a 128-pixel-high crop (it scales with the crop);
+    ``noise`` is the standard deviation of sensor noise on a 0..1 intensity scale;
+    ``resolution`` is the sensor's downscale factor (1 = sharp); ``scale`` bounds the person's
+    height as a fraction of the crop.
     """
 
     key: str
@@ -308,6 +309,13 @@ def sample_camera(
             blur=float(rng.uniform(0.6, 1.3)),
         )
     return camera
+
+
+def draw_viewpoint(camera: CameraStyle, rng: np.random.Generator) -> str:
+    """A viewpoint ("front", "back" or "side") drawn from the camera's viewpoint mix."""
+    u = rng.random()
+    front, back, _ = camera.viewpoints
+    return VIEWPOINTS[0] if u < front else VIEWPOINTS[1] if u < front + back else VIEWPOINTS[2]
 
 
 def camera_keys(dataset: str, num_cameras: int) -> list[str]:

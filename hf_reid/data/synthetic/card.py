@@ -22,17 +22,20 @@ _LAYOUT_TEXT = {
 }
 
 _LOADERS = {
-    "market": 'load_reid_dataset("synthpeds", "{out}/synthpeds_d0")',
-    "ltcc": 'load_reid_dataset("ltcc", "{out}/ltcc", protocol="clothes_changing")',
-    "sysu_mm01": 'load_reid_dataset("sysu_mm01", "{out}/sysu_mm01", mode="all")',
-    "mlr_cuhk03": 'load_reid_dataset("mlr_cuhk03", "{out}/mlr_cuhk03")',
-    "captions": 'load_reid_dataset("captions", "{out}/captions")',
-    "pretrain": 'load_reid_dataset("captions", "{out}/pretrain")',
+    "market": 'domains = load_synthpeds_domains(root)  # {"synthpeds_d0": DatasetDict, ...}',
+    "ltcc": 'ltcc = load_reid_dataset("ltcc", root / "ltcc", protocol="clothes_changing")',
+    "sysu_mm01": 'sysu = load_reid_dataset("sysu_mm01", root / "sysu_mm01", mode="all")',
+    "mlr_cuhk03": 'mlr = load_reid_dataset("mlr_cuhk03", root / "mlr_cuhk03")',
+    "captions": 'captions = load_reid_dataset("captions", root / "captions")',
+    "pretrain": 'pretrain = load_reid_dataset("captions", root / "pretrain")',
 }
 
 
-def dataset_card(meta: dict[str, Any], out_dir: str) -> str:
-    """Markdown dataset card (with Hub YAML front matter) describing the run in ``meta``."""
+def dataset_card(meta: dict[str, Any]) -> str:
+    """Markdown dataset card (with Hub YAML front matter) describing the run in ``meta``.
+
+    The card does not name the output folder, so it is identical wherever the run is written.
+    """
     lines = [
         "---",
         "license: mit",
@@ -80,9 +83,13 @@ def dataset_card(meta: dict[str, Any], out_dir: str) -> str:
         "## Loading",
         "",
         "```python",
-        "from hf_reid.data import load_reid_dataset",
+        "from pathlib import Path",
+        "",
+        "from hf_reid.data import load_reid_dataset, load_synthpeds_domains",
+        "",
+        'root = Path("path/to/this/folder")',
     ]
-    lines += [_LOADERS[name].format(out=out_dir) for name in meta["layouts"]]
+    lines += [_LOADERS[name] for name in meta["layouts"]]
     lines += [
         "```",
         "",

@@ -92,7 +92,7 @@ def _legs(pen: _Pen, ident: Identity, outfit: Outfit, pose: Pose, side: bool) ->
     s = body.stride * math.sin(pose.phase)
     hw = 0.052 * body.build
     cover_to = {"trousers": 1.0, "shorts": 0.42, "long_skirt": 0.0, "short_skirt": 0.0}[outfit.lower_kind]
-    for k, sign in enumerate((-1, 1)):
+    for sign in (-1, 1):
         if side:
             foot_u = sign * 0.11 * s
             hip = (sign * 0.01, hip_y)
@@ -105,35 +105,19 @@ def _legs(pen: _Pen, ident: Identity, outfit: Outfit, pose: Pose, side: bool) ->
         wa, wk, wf = 0.095 * body.build, 0.064 * body.build, 0.048 * body.build
         pen.limb(hip, knee, wa, wk, SKIN)
         pen.limb(knee, ankle, wk, wf, SKIN)
-        if cover_to > 0:
-            if cover_to >= 1.0:
-                pen.limb(hip, knee, wa + 0.008, wk + 0.008, LOWER)
-                pen.limb(knee, ankle, wk + 0.008, wf + 0.01, LOWER)
-            else:
-                mid = (hip[0] + (knee[0] - hip[0]) * cover_to * 2, hip[1] + (knee[1] - hip[1]) * cover_to * 2)
-                pen.limb(hip, mid, wa + 0.012, wa * 0.85 + 0.012, LOWER)
+        if cover_to >= 1.0:
+            pen.limb(hip, knee, wa + 0.008, wk + 0.008, LOWER)
+            pen.limb(knee, ankle, wk + 0.008, wf + 0.01, LOWER)
+        elif cover_to > 0.0:
+            mid = (hip[0] + (knee[0] - hip[0]) * cover_to * 2, hip[1] + (knee[1] - hip[1]) * cover_to * 2)
+            pen.limb(hip, mid, wa + 0.012, wa * 0.85 + 0.012, LOWER)
         foot_dir = pose.facing * 0.025 if side else 0.0
         pen.ellipse(ankle[0] + foot_dir, 0.975, 0.034 + abs(foot_dir), 0.022, SHOES)
-        if k == 0 and not side:
-            pen.poly(
-                [
-                    (-hw * 1.6, hip_y - 0.06),
-                    (hw * 1.6, hip_y - 0.06),
-                    (hw * 1.7, hip_y + 0.03),
-                    (-hw * 1.7, hip_y + 0.03),
-                ],
-                LOWER,
-            )
-    if side:
-        pen.poly(
-            [
-                (-0.055 * body.build, hip_y - 0.06),
-                (0.055 * body.build, hip_y - 0.06),
-                (0.05, hip_y + 0.04),
-                (-0.05, hip_y + 0.04),
-            ],
-            LOWER,
-        )
+    # Pelvis: joins the legs under the garment's waistband.
+    top, bottom = (0.055 * body.build, 0.05) if side else (hw * 1.6, hw * 1.7)
+    pen.poly(
+        [(-top, hip_y - 0.06), (top, hip_y - 0.06), (bottom, hip_y + 0.035), (-bottom, hip_y + 0.035)], LOWER
+    )
 
 
 def _skirt(pen: _Pen, ident: Identity, outfit: Outfit) -> None:

@@ -130,10 +130,12 @@ def generate_synthpeds(
         A :class:`SynthPedsSummary` with counts per dataset folder and split, and the speed.
 
     Raises:
-        ValueError: unknown preset or layout, unsupported image size.
+        ValueError: unknown preset or layout, unsupported image size, negative seed.
         FileExistsError: ``out_dir`` is not empty and holds no identical run (pass ``overwrite``).
     """
     preset = get_preset(preset)
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
     image_size = tuple(int(v) for v in image_size)
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size must be one of {IMAGE_SIZES} (height, width), got {image_size}")
@@ -175,7 +177,7 @@ def generate_synthpeds(
     )
     write_layouts(plans, out_dir, int(seed), image_size, num_workers)
     meta = build_meta(plans, settings)
-    (out_dir / "README.md").write_text(dataset_card(meta, str(out_dir)), encoding="utf-8")
+    (out_dir / "README.md").write_text(dataset_card(meta), encoding="utf-8")
     write_meta(meta, out_dir)  # last: a folder with a meta file holds a complete run
     seconds = time.perf_counter() - start
     summary = _summary(meta, out_dir, seconds, reused=False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cameras import VIEWPOINTS, CameraStyle, domain_cameras, mixture_cameras, sample_camera
+from .cameras import CameraStyle, domain_cameras, draw_viewpoint, mixture_cameras, sample_camera
 from .captions import caption_image
 from .identities import Identity, make_identity
 from .presets import IntRange, SynthPedsPreset
@@ -36,14 +36,15 @@ LAYOUT_NAMES: tuple[str, ...] = ("market", "ltcc", "sysu_mm01", "mlr_cuhk03", "c
 """Layouts SynthPeds can write, in writing order."""
 
 UID_BASES = {
-    "ltcc": 10_000_000,
-    "sysu_mm01": 11_000_000,
-    "mlr_cuhk03": 12_000_000,
-    "captions": 13_000_000,
-    "pretrain": 14_000_000,
+    "ltcc": 101_000_000,
+    "sysu_mm01": 102_000_000,
+    "mlr_cuhk03": 103_000_000,
+    "captions": 104_000_000,
+    "pretrain": 105_000_000,
 }
 """First identity uid of each non-domain layout; domain ``k`` starts at ``(k + 1) * 1_000_000``."""
 
+MAX_DOMAINS = 99
 SYSU_INFRARED_CAMERAS = (3, 6)
 CAPTION_CAMERAS = 9
 
@@ -114,7 +115,7 @@ class _Planner:
 
     def view(self, camera: CameraStyle) -> str:
         """A viewpoint drawn from the camera's viewpoint mix."""
-        return VIEWPOINTS[int(self.rng.choice(3, p=camera.viewpoints))]
+        return draw_viewpoint(camera, self.rng)
 
     def add(self, camera: CameraStyle, view: str | None = None, **fields) -> ImagePlan:
         index = len(self.plan.images)
@@ -425,9 +426,10 @@ def plan_synthpeds(
 ) -> list[LayoutPlan]:
     """Plan every requested layout of a run (deterministic in ``seed``)."""
     chosen = resolve_layouts(layouts)
-    if preset.num_domains < 2:
+    if not 2 <= preset.num_domains <= MAX_DOMAINS:
         raise ValueError(
-            f"preset {preset.name}: num_domains must be >= 2 (one is held out), got {preset.num_domains}"
+            f"preset {preset.name}: num_domains must be in 2..{MAX_DOMAINS} (the last one is held out), "
+            f"got {preset.num_domains}"
         )
     sources = list(range(preset.num_domains - 1))
     plans: list[LayoutPlan] = []

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .backgrounds import render_background
-from .cameras import VIEWPOINTS, CameraStyle
+from .cameras import VIEWPOINTS, CameraStyle, draw_viewpoint
 from .figure import (
     BACKPACK,
     BAG,
@@ -61,7 +61,7 @@ class PedestrianRenderer:
         self.image_size = (int(height), int(width))
         self.canvas = (height * _SUPERSAMPLE, width * _SUPERSAMPLE)
         self.seed = seed
-        self._scenes: dict[str, np.ndarray] = {}
+        self._scenes: dict[tuple[str, int, str], np.ndarray] = {}
         bank = rng_for(seed, "fabric-noise").standard_normal((_BANK // 4, _BANK // 4)).astype(np.float32)
         smooth = Image.fromarray(bank).resize((_BANK, _BANK), Image.Resampling.BILINEAR)
         self._fabric = np.asarray(smooth, dtype=np.float32)
@@ -70,11 +70,12 @@ class PedestrianRenderer:
 
     def scene(self, camera: CameraStyle) -> np.ndarray:
         """The (cached) wide scene of ``camera`` at canvas height."""
-        scene = self._scenes.get(camera.key)
+        key = (camera.key, camera.background_seed, camera.modality)
+        scene = self._scenes.get(key)
         if scene is None:
             h, w = self.canvas
             scene = (render_background(camera, h, 3 * w) * 255 + 0.5).astype(np.uint8)
-            self._scenes[camera.key] = scene
+            self._scenes[key] = scene
         return scene
 
     # -- figure -----------------------------------------------------------------------------------
@@ -105,9 +106,8 @@ class PedestrianRenderer:
         palette[OCCLUDER] = occluder.mean() if infrared else occluder
         return palette
 
-    def _pattern(
-        self, labels: np.ndarray, ident: Identity, outfit_index: int, place: Placement, view: str
-    ) -> None:
+    def _pattern(self, labels: np.ndarray, ident: Identity, outfit_index: int, place: Placement) -> None:
+        """Turn stripes or checks of the upper garment into the pattern label."""
         outfit = ident.outfits[outfit_index]
         if outfit.pattern not in ("stripes", "check"):
             return
@@ -147,7 +147,7 @@ class PedestrianRenderer:
         background = np.ascontiguousarray(scene[:, x0 : x0 + wc])
 
         if view is None:
-            view = VIEWPOINTS[int(rng.choice(3, p=camera.viewpoints))]
+            view = draw_viewpoint(camera, rng)
         elif view not in VIEWPOINTS:
             raise ValueError(f"view must be one of {VIEWPOINTS}, got {view!r}")
         pose = Pose(view=view, facing=int(rng.choice((-1, 1))), phase=float(rng.uniform(0, 2 * np.pi)))
@@ -171,7 +171,7 @@ class PedestrianRenderer:
         occluder = self._occlude(draw, camera, rng)
         if ident.outfits[outfit].pattern in ("stripes", "check"):
             labels = np.array(label_image)
-            self._pattern(labels, ident, outfit, place, view)
+            self._pattern(labels, ident, outfit, place)
             label_image = Image.frombytes("L", (wc, hc), labels.tobytes())
 
         palette = self._palette(ident, outfit, camera, occluder)
