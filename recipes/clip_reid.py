@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast
 from datasets import Dataset, Image
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PretrainedConfig
@@ -524,6 +526,19 @@ def stage2_loss_fn(
     return compute_loss
 
 
+def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Give every process the main process's buffers (the BNNecks' running statistics).
+
+    DDP broadcasts them at the start of every forward, but the last training step updates each
+    process's copy with its own batch; evaluation (each process embeds its shard) and the saved
+    model must use one set.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for buffer in model.buffers():
+        buffer.copy_(broadcast(buffer.detach().clone(), from_process=0))
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the recipe; returns ``{domain name: metrics}`` (the content of ``eval_results.json``)."""
     cfg, args = parse_recipe_args(CLIPReIDRecipeConfig, argv, description=__doc__.splitlines()[0])
@@ -611,8 +626,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         cache_key = fingerprint(
             "clip_reid_stage1",
             weights_fingerprint(unwrapped),
-            list(model.config.image_size),
-            model.config.stride_size,
+            list(unwrapped.config.image_size),
+            unwrapped.config.stride_size,
             data.train._fingerprint,
         )
         cached = load_or_extract(
@@ -710,6 +725,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # 5. Evaluation ------------------------------------------------------------------------------
     stage_start = time.perf_counter()
     eval_model = accelerator.unwrap_model(train_model)
+    sync_buffers(eval_model, accelerator)
 
     def embed(batch: dict) -> torch.Tensor:
         return eval_model.get_image_embeddings(batch["pixel_values"], batch["camids"] if use_sie else None)

@@ -261,3 +261,18 @@ def test_bad_input(change, error, message):
     }
     with pytest.raises(error, match=message):
         evaluate_rank(**change(args))
+
+
+def test_thread_setting_is_restored_even_after_an_error():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dist, q_pids, g_pids, q_cams, g_cams = random_case(4)
+        evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10)
+        assert torch.get_num_threads() == 2
+        dist[0, 0] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 10)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

@@ -194,7 +194,7 @@ def test_run_learns_far_above_chance_and_the_untrained_model(trained, inputs):
     history = read_trainer_state(list_checkpoints(trained["dir"])[-1][0]).log_history
     for stage in ("prompts", "image_encoder"):
         losses = [entry["loss"] for entry in history if entry.get("stage") == stage and "loss" in entry]
-        assert losses[-1] < 0.8 * losses[0], (stage, losses)
+        assert losses[-1] < 0.9 * losses[0], (stage, losses)
 
 
 def test_output_folder_reloads_with_the_evaluated_embeddings(trained, inputs):
@@ -374,6 +374,6 @@ def test_continuing_from_a_clip_reid_model_that_does_not_fit(recipe, trained, in
     clear error that names the fix."""
     start = ["--model.clip_name_or_path", str(trained["dir"])]
     with pytest.raises(ValueError, match=r"num_classes=40 identities.*ignore_mismatched_sizes"):
-        run(recipe, inputs, tmp_path, *start, "--data.train_domains", "[synthpeds_d1]")
+        run(recipe, inputs, tmp_path, *start, "--data.train_domains", "[synthpeds_d0,synthpeds_d1]")
     with pytest.raises(ValueError, match=r"image_size=\(128, 64\).*image_size=\(256, 128\) was requested"):
         run(recipe, inputs, tmp_path, *start, "--model.image_size", "[256,128]")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ._inputs import ArrayLike, check_all_finite, float_matrix, int_vector, resolve_device
+from ._threads import single_threaded
 
 logger = logging.getLogger(__name__)
 
@@ -173,47 +174,48 @@ def evaluate_rank(
     first_rank_counts = torch.zeros(max_rank + 1, dtype=torch.float64, device=device)
     sum_ap = sum_inp = 0.0
     num_valid = 0
-    for start in range(0, num_query, chunk_size):
-        stop = min(start + chunk_size, num_query)
-        d = dist[start:stop].to(device).contiguous()
-        if d.dtype in (torch.float16, torch.bfloat16):
-            d = d.float()
-        check_all_finite(d, "distmat", row_offset=start)
-        same_pid = q_pid[start:stop, None] == g_pid[None, :]
-        junk = None
-        if q_cam is not None:
-            junk = same_pid & (q_cam[start:stop, None] == g_cam[None, :])
-        if q_cloth is not None:
-            same_clothes = same_pid & (q_cloth[start:stop, None] == g_cloth[None, :])
-            junk = same_clothes if junk is None else junk | same_clothes
-        positive = same_pid if junk is None else same_pid & ~junk
-        num_pos = positive.sum(dim=1)
-        valid = num_pos > 0
-        if not bool(valid.all()):
-            d, same_pid, positive, num_pos = d[valid], same_pid[valid], positive[valid], num_pos[valid]
-            junk = None if junk is None else junk[valid]
-        if d.shape[0] == 0:
-            continue
-        ranks = _positive_ranks(d, same_pid, positive, num_pos)
-        num_valid += d.shape[0]
+    with single_threaded(device):  # see _threads.py: much faster on shared CPUs
+        for start in range(0, num_query, chunk_size):
+            stop = min(start + chunk_size, num_query)
+            d = dist[start:stop].to(device).contiguous()
+            if d.dtype in (torch.float16, torch.bfloat16):
+                d = d.float()
+            check_all_finite(d, "distmat", row_offset=start)
+            same_pid = q_pid[start:stop, None] == g_pid[None, :]
+            junk = None
+            if q_cam is not None:
+                junk = same_pid & (q_cam[start:stop, None] == g_cam[None, :])
+            if q_cloth is not None:
+                same_clothes = same_pid & (q_cloth[start:stop, None] == g_cloth[None, :])
+                junk = same_clothes if junk is None else junk | same_clothes
+            positive = same_pid if junk is None else same_pid & ~junk
+            num_pos = positive.sum(dim=1)
+            valid = num_pos > 0
+            if not bool(valid.all()):
+                d, same_pid, positive, num_pos = d[valid], same_pid[valid], positive[valid], num_pos[valid]
+                junk = None if junk is None else junk[valid]
+            if d.shape[0] == 0:
+                continue
+            ranks = _positive_ranks(d, same_pid, positive, num_pos)
+            num_valid += d.shape[0]
 
-        pos_range = torch.arange(1, ranks.shape[1] + 1, device=device, dtype=torch.float64)
-        in_list = pos_range[None, :] <= num_pos[:, None]
-        precision = torch.where(in_list, pos_range[None, :] / ranks, 0.0)
-        sum_ap += float((precision.sum(dim=1) / num_pos).sum())
-        last = ranks.gather(1, (num_pos - 1)[:, None]).squeeze(1)
-        sum_inp += float((num_pos / last).sum())
+            pos_range = torch.arange(1, ranks.shape[1] + 1, device=device, dtype=torch.float64)
+            in_list = pos_range[None, :] <= num_pos[:, None]
+            precision = torch.where(in_list, pos_range[None, :] / ranks, 0.0)
+            sum_ap += float((precision.sum(dim=1) / num_pos).sum())
+            last = ranks.gather(1, (num_pos - 1)[:, None]).squeeze(1)
+            sum_inp += float((num_pos / last).sum())
 
-        if single_gallery_shot:
-            query_index = torch.arange(start, stop, device=device)[valid]
-            first = _single_shot_first_ranks(d, same_pid, positive, junk, g_label, query_index, seed)
-            weight = 1.0 / NUM_SINGLE_SHOT_REPEATS
-        else:
-            first = ranks[:, 0].long()
-            weight = 1.0
-        first_rank_counts += weight * torch.bincount(
-            first.clamp(max=max_rank + 1) - 1, minlength=max_rank + 1
-        ).to(torch.float64)
+            if single_gallery_shot:
+                query_index = torch.arange(start, stop, device=device)[valid]
+                first = _single_shot_first_ranks(d, same_pid, positive, junk, g_label, query_index, seed)
+                weight = 1.0 / NUM_SINGLE_SHOT_REPEATS
+            else:
+                first = ranks[:, 0].long()
+                weight = 1.0
+            first_rank_counts += weight * torch.bincount(
+                first.clamp(max=max_rank + 1) - 1, minlength=max_rank + 1
+            ).to(torch.float64)
 
     num_invalid = num_query - num_valid
     if num_valid == 0:

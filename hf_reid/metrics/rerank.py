@@ -30,6 +30,7 @@ import torch
 
 from ._inputs import ArrayLike, check_all_finite, float_matrix, resolve_device
 from ._select import smallest_k
+from ._threads import single_threaded
 from .distance import Metric, check_metric, pairwise_block, prepare_features
 
 __all__ = ["re_ranking", "re_ranking_features"]
@@ -37,10 +38,8 @@ __all__ = ["re_ranking", "re_ranking_features"]
 _BLOCK_ELEMENTS = 1 << 23
 """Distance-matrix entries per chunk of rows (about 32 MB of float32)."""
 _PAIR_BUDGET = 1 << 15
-"""(query, gallery, shared neighbour) triples expanded at once in the Jaccard step and entries
-at once in the local query expansion. Small pieces keep the temporaries in cache and stay under
-torch's intra-op parallel grain size: many small single-threaded operations are much faster than
-large multi-threaded ones when the cores are shared with other processes."""
+"""(query, gallery, shared neighbour) triples expanded at once in the Jaccard step, and entries at
+once in the local query expansion: small enough for the temporaries to stay in cache."""
 
 
 class _MatrixSource:
@@ -295,12 +294,13 @@ def _re_rank(
         col_max[start:stop] = block_max
         knn[start:stop] = smallest_k(block / block_max[:, None], knn.shape[1])[1]
 
-    weights_rows, weights_cols, weights = _k_reciprocal_weights(
-        source, knn, col_max, k_fwd, k_half, chunk_size
-    )
-    crow = _compressed_rows(weights_rows, num_all)
-    if k_qe > 1:
-        crow, weights_cols, weights = _local_query_expansion(crow, weights_cols, weights, knn[:, :k_qe])
+    with single_threaded(device):
+        weights_rows, weights_cols, weights = _k_reciprocal_weights(
+            source, knn, col_max, k_fwd, k_half, chunk_size
+        )
+        crow = _compressed_rows(weights_rows, num_all)
+        if k_qe > 1:
+            crow, weights_cols, weights = _local_query_expansion(crow, weights_cols, weights, knn[:, :k_qe])
     return _jaccard_and_mix(source, crow, weights_cols, weights, col_max, lambda_value, top_k, as_numpy)
 
 
@@ -338,7 +338,7 @@ def _k_reciprocal_weights(
         set_rows, set_cols = local[:, None].expand_as(fwd)[recip], fwd[recip]
         in_set[set_rows, set_cols] = True
         cand_half, cand_mask = half[fwd], half_mask[fwd]  # (C, k_fwd, k_half)
-        in_recip = in_set[local].gather(1, cand_half.flatten(1)).view_as(cand_half)
+        in_recip = in_set.view(-1)[local[:, None, None] * num_all + cand_half]
         in_set[set_rows, set_cols] = False
         overlap = (in_recip & cand_mask).sum(dim=-1).to(torch.float64)
         accept = recip & (overlap > 2.0 / 3 * half_len[fwd])
@@ -396,7 +396,8 @@ def _local_query_expansion(
 
 
 def _split_by_work(work: torch.Tensor, budget: int) -> Iterator[tuple[int, int]]:
-    """Consecutive row ranges whose summed ``work`` stays under ``budget`` (at least one row)."""
+    """Consecutive ranges of rows (or entries) whose summed ``work`` stays under ``budget``
+    (at least one row each)."""
     cumulative = work.cumsum(0).cpu().numpy()
     start, done = 0, 0
     total = len(cumulative)
@@ -424,7 +425,6 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
     q_lengths = crow[1 : nq + 1] - crow[:nq]
     q_owner = torch.repeat_interleave(torch.arange(nq, device=device), q_lengths)
     pair_counts = inv_len[q_cols]
-    work = torch.zeros(nq, dtype=torch.long, device=device).index_add_(0, q_owner, pair_counts)
     # Triple t of query entry e reads inverted-index entry t + entry_shift[e].
     pair_start = pair_counts.cumsum(0) - pair_counts
     entry_shift = inv_ptr[q_cols] - pair_start
@@ -439,20 +439,25 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
     for start in range(0, nq, rows_per_block):
         stop = min(start + rows_per_block, nq)
         overlap = torch.zeros((stop - start) * ng, dtype=torch.float64, device=device)
-        # Small pieces of work keep the expanded triples in cache, which is what makes this fast.
-        for piece_start, piece_stop in _split_by_work(work[start:stop], _PAIR_BUDGET):
-            lo, hi = int(crow[start + piece_start]), int(crow[start + piece_stop])
-            counts = pair_counts[lo:hi]
-            first, total = int(pair_start[lo]), int(counts.sum())
-            # Expand every (query, shared column j) entry over the gallery items of column j.
-            entry = torch.arange(first, first + total, device=device)
-            entry += torch.repeat_interleave(entry_shift[lo:hi], counts, output_size=total)
-            target = torch.repeat_interleave(target_base[lo:hi] - start * ng, counts, output_size=total)
-            target += inv_rows[entry]
-            shared = torch.minimum(
-                torch.repeat_interleave(q_vals[lo:hi], counts, output_size=total), inv_vals[entry]
-            )
-            overlap.index_add_(0, target, shared.to(torch.float64))
+        # Small pieces of work keep the expanded triples in cache, which is what makes this fast;
+        # a piece is a range of (query, column) entries and may split a query.
+        block_lo = int(crow[start])
+        with single_threaded(device):
+            for piece_start, piece_stop in _split_by_work(
+                pair_counts[block_lo : int(crow[stop])], _PAIR_BUDGET
+            ):
+                lo, hi = block_lo + piece_start, block_lo + piece_stop
+                counts = pair_counts[lo:hi]
+                first, total = int(pair_start[lo]), int(counts.sum())
+                # Expand every (query, shared column j) entry over the gallery items of column j.
+                entry = torch.arange(first, first + total, device=device)
+                entry += torch.repeat_interleave(entry_shift[lo:hi], counts, output_size=total)
+                target = torch.repeat_interleave(target_base[lo:hi] - start * ng, counts, output_size=total)
+                target += inv_rows[entry]
+                shared = torch.minimum(
+                    torch.repeat_interleave(q_vals[lo:hi], counts, output_size=total), inv_vals[entry]
+                )
+                overlap.index_add_(0, target, shared.to(torch.float64))
         overlap = overlap.view(stop - start, ng).to(torch.float32)
         jaccard = 1 - overlap / (2.0 - overlap)
         original = source.query_gallery(start, stop) / col_max[start:stop, None]
