@@ -23,10 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +33,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "recipes"))
 
+from recipe_runs import cell, run_recipe  # noqa: E402
 from synthpeds_difficulty import color_histogram, euclidean  # noqa: E402
 
 from hf_reid.data import load_reid_dataset  # noqa: E402
 from hf_reid.metrics import evaluate_rank  # noqa: E402
-from hf_reid.training import load_config  # noqa: E402
+from hf_reid.synthclip import resolve_clip_path  # noqa: E402
+from hf_reid.training import display_name, domain_dir, load_config, prepare_synthpeds  # noqa: E402
 
 logger = logging.getLogger("clip_reid_ablation")
 
@@ -66,52 +65,19 @@ def baselines(cfg, recipe) -> dict[str, dict[str, dict[str, float]]]:
 
     from hf_reid.zero_shot import zero_shot_reid
 
-    recipe.prepare_synthpeds(cfg.data)
-    clip = CLIPModel.from_pretrained(recipe.resolve_clip_path(cfg.model.clip_name_or_path)).eval()
+    prepare_synthpeds(cfg.data)
+    clip = CLIPModel.from_pretrained(resolve_clip_path(cfg.model.clip_name_or_path)).eval()
     height, width = cfg.model.image_size
     zero_shot = "SynthCLIP zero-shot" if cfg.model.clip_name_or_path == recipe.SYNTHCLIP else "CLIP zero-shot"
     rows: dict[str, dict[str, dict[str, float]]] = {"colour histogram": {}, zero_shot: {}}
     for domain in cfg.data.eval_domains:
-        splits = load_reid_dataset(cfg.data.layout, recipe._domain_dir(Path(cfg.data.root), domain))
-        name = recipe.display_name(cfg.data.layout, domain)
+        splits = load_reid_dataset(cfg.data.layout, domain_dir(Path(cfg.data.root), domain))
+        name = display_name(cfg.data.layout, domain)
         rows["colour histogram"][name] = histogram_baseline(splits["query"], splits["gallery"])
         rows[zero_shot][name] = zero_shot_reid(
             clip, splits["query"], splits["gallery"], height=height, width=width
         )
     return rows
-
-
-def run_recipe(config: Path, output_dir: Path, seed: int, extra: list[str]) -> tuple[dict, dict]:
-    """One recipe run in a subprocess; returns (eval_results, train_results)."""
-    command = [
-        sys.executable,
-        str(ROOT / "recipes" / "clip_reid.py"),
-        "--config",
-        str(config),
-        "--output_dir",
-        str(output_dir),
-        "--seed",
-        str(seed),
-        "--train.progress_bar",
-        "false",
-        *extra,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
-    logger.warning("  %s: %.0f s", output_dir.name, time.perf_counter() - start)
-    return (
-        json.loads((output_dir / "eval_results.json").read_text()),
-        json.loads((output_dir / "train_results.json").read_text()),
-    )
-
-
-def _cell(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, run_args in RUNS.items():
             slug = name.lower().replace(", ", "_").replace(" ", "_").replace("-", "")
             results, train = run_recipe(
-                args.config, args.output_dir / f"{slug}_seed{seed}", seed, [*run_args, *args.extra]
+                "clip_reid",
+                args.config,
+                args.output_dir / f"{slug}_seed{seed}",
+                seed,
+                [*run_args, *args.extra],
             )
             for domain, metrics in results.items():
                 rows.setdefault(name, {}).setdefault(domain, []).append(metrics)
@@ -154,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for domain in domains:
             entries = per_domain[domain]
-            cells += [_cell([e["mAP"] for e in entries]), _cell([e["rank-1"] for e in entries])]
+            cells += [cell([e["mAP"] for e in entries]), cell([e["rank-1"] for e in entries])]
         time_cell = f"{np.mean(seconds[name]):.0f}" if name in seconds else "–"
         print(f"| {name} | {' | '.join(cells)} | {time_cell} |")
     args.output_dir.mkdir(parents=True, exist_ok=True)

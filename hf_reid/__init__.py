@@ -6,3 +6,8 @@ give the standard Market-1501 numbers in bounded memory, and Accelerate recipes.
 """
 
 __version__ = "0.1.0"
+
+# Importing hf_reid registers its model types with the transformers Auto classes, so that
+#   import hf_reid; AutoModel.from_pretrained("org/retext-clip")
+# returns hf_reid's classes (without hf_reid, trust_remote_code=True loads the saved code).
+from . import models  # noqa: F401

@@ -31,9 +31,18 @@ def synthclip_path() -> str:
     return str(SYNTHCLIP_DIR)
 
 
+def resolve_clip_path(name_or_path: str) -> str:
+    """``"synthclip"`` -> the shipped SynthCLIP folder; any other Hub id or folder unchanged.
+
+    This is how every ``*_synthpeds.yaml`` config names its starting CLIP
+    (``model.clip_name_or_path: synthclip``) wherever hf_reid is installed.
+    """
+    return synthclip_path() if name_or_path == SYNTHCLIP_NAME else name_or_path
+
+
 def load_synthclip(**kwargs) -> CLIPModel:
     """``CLIPModel.from_pretrained`` on the shipped SynthCLIP (float32, eval mode)."""
     return CLIPModel.from_pretrained(synthclip_path(), **kwargs).eval()
 
 
-__all__ = ["SYNTHCLIP_DIR", "SYNTHCLIP_NAME", "load_synthclip", "synthclip_path"]
+__all__ = ["SYNTHCLIP_DIR", "SYNTHCLIP_NAME", "load_synthclip", "resolve_clip_path", "synthclip_path"]

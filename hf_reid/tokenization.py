@@ -7,9 +7,13 @@ prompts tokenise exactly as with ``openai/clip-vit-base-patch16`` without any do
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
-from transformers import CLIPTokenizer
+from transformers import AutoTokenizer, CLIPTokenizer
+
+logger = logging.getLogger(__name__)
 
 CLIP_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "clip_tokenizer"
 """Folder of the shipped tokenizer (``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``)."""
@@ -25,4 +29,26 @@ def load_clip_tokenizer(**kwargs) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(str(CLIP_TOKENIZER_DIR), **kwargs)
 
 
-__all__ = ["CLIP_TOKENIZER_DIR", "load_clip_tokenizer"]
+def load_tokenizer(name_or_path: str | os.PathLike):
+    """The tokenizer saved with a checkpoint, else the OpenAI CLIP tokenizer shipped with hf_reid.
+
+    transformers 5 builds an empty tokenizer (the 256 byte-level tokens only) for a folder without
+    tokenizer files instead of failing, so a folder must hold the files and the tokenizer must have
+    more than 256 tokens to count.
+    """
+    name_or_path = str(name_or_path)
+    has_files = not os.path.isdir(name_or_path) or any(
+        os.path.isfile(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "vocab.json")
+    )
+    if has_files:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            if len(tokenizer) > 256:
+                return tokenizer
+        except (OSError, ValueError, TypeError):
+            pass
+    logger.info("No tokenizer in %s; using the OpenAI CLIP tokenizer shipped with hf_reid.", name_or_path)
+    return load_clip_tokenizer()
+
+
+__all__ = ["CLIP_TOKENIZER_DIR", "load_clip_tokenizer", "load_tokenizer"]

@@ -36,56 +36,48 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import broadcast
-from datasets import Dataset, Image
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PretrainedConfig
+from transformers import PretrainedConfig
 
-from hf_reid.data import (
-    PKSampler,
-    ReidCollator,
-    ReidTestTransform,
-    ReidTrainTransform,
-    ReidTransformConfig,
-    concatenate_sources,
-    generate_synthpeds,
-    load_reid_dataset,
-    relabel,
-)
+from hf_reid.data import PKSampler, ReidCollator, ReidTestTransform, ReidTrainTransform, ReidTransformConfig
 from hf_reid.hub import CardInfo, push_run_to_hub, write_model_card
 from hf_reid.models import DEFAULT_PROMPT_TEMPLATE, CLIPReIDModel, build_reid_image_processor
-from hf_reid.tokenization import load_clip_tokenizer
+from hf_reid.synthclip import SYNTHCLIP_NAME as SYNTHCLIP
+from hf_reid.synthclip import resolve_clip_path
+from hf_reid.tokenization import load_tokenizer
 from hf_reid.training import (
     ConfigError,
+    DataArgs,
+    EvalArgs,
     FeatureDataset,
     StageRunner,
+    TrainArgs,
     build_optimizer,
     build_scheduler,
     create_accelerator,
-    evaluate_retrieval,
+    evaluate_domains,
     extract_features,
     fingerprint,
     gather_with_grad,
+    load_data,
     load_or_extract,
     parse_recipe_args,
+    prepare_synthpeds,
     resolve_resume_checkpoint,
     save_config,
     set_seed,
     setup_logging,
+    sync_buffers,
 )
 
 logger = logging.getLogger("hf_reid.recipes.clip_reid")
 
-SYNTHCLIP = "synthclip"
-"""``model.clip_name_or_path`` value that names SynthCLIP, the tiny pretrained CLIP shipped in
-``hf_reid/assets/synthclip`` (found wherever hf_reid is installed)."""
 SYNTHCLIP_HUB_ID = "hf-reid/synthclip"
 STAGES = ("prompts", "image_encoder")
 CACHE_DIR = "cache"
@@ -138,38 +130,6 @@ class ModelArgs:
 
 
 @dataclass
-class SynthPedsArgs:
-    """Generate SynthPeds into ``data.root`` when a requested domain folder is missing."""
-
-    preset: str = "default"
-    seed: int = 0
-    image_size: tuple[int, int] = (128, 64)
-    num_workers: int = 2
-
-
-@dataclass
-class DataArgs:
-    layout: str = "synthpeds"
-    """A ``load_reid_dataset`` layout name (synthpeds, market1501, msmt17, ...)."""
-    root: str = "data/synthpeds"
-    train_domains: list[str] = field(default_factory=lambda: ["synthpeds_d0"])
-    """Folders under ``root`` whose train splits are pooled; ``["."]`` is ``root`` itself."""
-    eval_domains: list[str] = field(default_factory=lambda: ["synthpeds_d0"])
-    """Folders under ``root`` whose query/gallery splits are evaluated."""
-    synthpeds: SynthPedsArgs | None = None
-    num_workers: int = 0
-    """DataLoader workers per process (0: decode and augment in the training process)."""
-    p: int = 16
-    """Identities per batch (per process)."""
-    k: int = 4
-    """Images per identity."""
-    flip_p: float = 0.5
-    pad: int = 10
-    random_erasing_p: float = 0.5
-    eval_batch_size: int = 128
-
-
-@dataclass
 class Stage1Args:
     """Prompt learning (timm cosine schedule, stepped per epoch)."""
 
@@ -200,26 +160,6 @@ class Stage2Args:
 
 
 @dataclass
-class TrainArgs:
-    checkpoint_every: int | None = 200
-    """Optimizer steps between checkpoints (also one at the end of each stage); null: none."""
-    checkpoint_total_limit: int = 2
-    log_every: int = 10
-    gradient_accumulation_steps: int = 1
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
-    """``null`` keeps what ``accelerate launch`` chose."""
-    progress_bar: bool = True
-
-
-@dataclass
-class EvalArgs:
-    metric: Literal["euclidean", "sqeuclidean", "cosine"] = "euclidean"
-    max_rank: int = 50
-    plots: bool = True
-    ranked_list_queries: int = 8
-
-
-@dataclass
 class CLIPReIDRecipeConfig:
     """Everything a CLIP-ReID run depends on; ``config.yaml`` in the run folder reproduces it."""
 
@@ -233,170 +173,8 @@ class CLIPReIDRecipeConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# Data
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class EvalSet:
-    name: str
-    query: Dataset
-    gallery: Dataset
-    image_root: Path
-
-
-@dataclass
-class ReidData:
-    train: Dataset
-    """Training rows with contiguous ``label`` s (images not decoded)."""
-    num_classes: int
-    num_cameras: int
-    eval_sets: list[EvalSet]
-
-
-def _domain_dir(root: Path, domain: str) -> Path:
-    return root if domain in ("", ".") else root / domain
-
-
-DATASET_NAMES = {
-    "market1501": "Market-1501",
-    "dukemtmc": "DukeMTMC-reID",
-    "msmt17": "MSMT17",
-    "cuhk03_np": "CUHK03-NP",
-    "mlr_cuhk03": "MLR-CUHK03",
-}
-
-
-def display_name(layout: str, domain: str) -> str:
-    """How a domain is named in results and the model card: ``SynthPeds d0``, ``Market-1501``."""
-    if layout == "synthpeds":
-        return f"SynthPeds {domain.removeprefix('synthpeds_')}"
-    name = DATASET_NAMES.get(layout, layout)
-    return name if domain in ("", ".") else f"{name} {domain}"
-
-
-def prepare_synthpeds(args: DataArgs) -> None:
-    """Generate SynthPeds when ``data.synthpeds`` is set and a requested domain is missing."""
-    root = Path(args.root)
-    wanted = {*args.train_domains, *args.eval_domains}
-    missing = sorted(d for d in wanted if not _domain_dir(root, d).is_dir())
-    if not missing:
-        return
-    if args.synthpeds is None:
-        raise FileNotFoundError(
-            f"data.root {root} has no domain folder(s) {missing}. Generate SynthPeds there "
-            f"(`hf-reid synth --out {root} --layouts market`, or set data.synthpeds in the config) "
-            "or point data.root / data.train_domains / data.eval_domains at your data."
-        )
-    synth = args.synthpeds
-    logger.info("Generating SynthPeds (%s, seed %d) into %s for %s.", synth.preset, synth.seed, root, missing)
-    generate_synthpeds(
-        root,
-        preset=synth.preset,
-        seed=synth.seed,
-        image_size=synth.image_size,
-        layouts=["market"],
-        num_workers=synth.num_workers,
-    )
-    still_missing = sorted(d for d in wanted if not _domain_dir(root, d).is_dir())
-    if still_missing:
-        raise FileNotFoundError(
-            f"SynthPeds preset {synth.preset!r} does not write {still_missing} into {root}; "
-            "choose domains it has (synthpeds_d0, synthpeds_d1, ...)."
-        )
-
-
-def load_data(args: DataArgs) -> ReidData:
-    """Read the training and evaluation domains (images stay encoded until the collator)."""
-    if not args.train_domains:
-        raise ConfigError("data.train_domains is empty: name at least one folder under data.root.")
-    root = Path(args.root)
-    cache: dict[str, Any] = {}
-
-    def splits(domain: str):
-        if domain not in cache:
-            cache[domain] = load_reid_dataset(args.layout, _domain_dir(root, domain))
-        return cache[domain]
-
-    sources = {domain: splits(domain)["train"] for domain in args.train_domains}
-    if len(sources) == 1:
-        train, _ = relabel(next(iter(sources.values())))
-    else:
-        train = concatenate_sources(sources)
-    num_classes = len(set(train["label"]))
-    eval_sets = []
-    for domain in args.eval_domains:
-        data = splits(domain)
-        for split in ("query", "gallery"):
-            if split not in data:
-                raise ValueError(
-                    f"data.eval_domains: {_domain_dir(root, domain)} ({args.layout} layout) has no {split} "
-                    f"split (it has {sorted(data)}); evaluate on a domain with query and gallery."
-                )
-        eval_sets.append(
-            EvalSet(
-                display_name(args.layout, domain), data["query"], data["gallery"], _domain_dir(root, domain)
-            )
-        )
-    splits_seen = [train] + [split for s in eval_sets for split in (s.query, s.gallery)]
-    num_cameras = 1 + max(max(split["camid"], default=0) for split in splits_seen)
-    logger.info(
-        "Training on %d images of %d identities (%s); evaluating on %s.",
-        len(train),
-        num_classes,
-        ", ".join(args.train_domains),
-        ", ".join(f"{s.name} ({len(s.query)} query, {len(s.gallery)} gallery)" for s in eval_sets),
-    )
-    return ReidData(
-        train=train.cast_column("image", Image(decode=False)),
-        num_classes=num_classes,
-        num_cameras=num_cameras,
-        eval_sets=eval_sets,
-    )
-
-
-class MetadataCollator:
-    """A :class:`ReidCollator` that also returns the rows' ``path`` (for the ranked-list plots)."""
-
-    def __init__(self, collator: ReidCollator):
-        self.collator = collator
-
-    def set_epoch(self, epoch: int) -> None:
-        self.collator.set_epoch(epoch)
-
-    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        batch = self.collator(rows)
-        batch["paths"] = [row["path"] for row in rows]
-        return batch
-
-
-def eval_loader(dataset: Dataset, transform: ReidTestTransform, args: DataArgs) -> DataLoader:
-    collator = MetadataCollator(ReidCollator(transform, columns=["pids", "camids"]))
-    return DataLoader(
-        dataset.cast_column("image", Image(decode=False)),
-        batch_size=args.eval_batch_size,
-        collate_fn=collator,
-        num_workers=args.num_workers,
-    )
-
-
-# ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-def resolve_clip_path(name_or_path: str) -> str:
-    """``synthclip`` -> the packaged folder; anything else unchanged."""
-    if name_or_path != SYNTHCLIP:
-        return name_or_path
-    import hf_reid
-
-    folder = Path(hf_reid.__file__).resolve().parent / "assets" / SYNTHCLIP
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model.clip_name_or_path: SynthCLIP is not in {folder}. Train it with `make synthclip` "
-            "(recipes/pretrain_clip.py) or set model.clip_name_or_path to a CLIP checkpoint "
-            "(e.g. openai/clip-vit-base-patch16 or a local folder)."
-        )
-    return str(folder)
-
-
 def _saved_model_type(name_or_path: str) -> str | None:
     try:
         config, _ = PretrainedConfig.get_config_dict(name_or_path)
@@ -405,22 +183,6 @@ def _saved_model_type(name_or_path: str) -> str | None:
             f"model.clip_name_or_path: cannot read a model config from {name_or_path!r} ({error})."
         ) from error
     return config.get("model_type")
-
-
-def load_tokenizer(name_or_path: str):
-    """The tokenizer saved with the checkpoint, else the OpenAI CLIP tokenizer shipped with hf_reid."""
-    has_files = not os.path.isdir(name_or_path) or any(
-        os.path.isfile(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "vocab.json")
-    )
-    if has_files:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            if len(tokenizer) > 256:  # transformers 5 builds an empty tokenizer for a bare folder
-                return tokenizer
-        except (OSError, ValueError, TypeError):
-            pass
-    logger.info("No tokenizer in %s; using the OpenAI CLIP tokenizer shipped with hf_reid.", name_or_path)
-    return load_clip_tokenizer()
 
 
 def build_model(args: ModelArgs, num_classes: int, num_cameras: int, tokenizer) -> CLIPReIDModel:
@@ -524,19 +286,6 @@ def stage2_loss_fn(
         return out.loss, logs
 
     return compute_loss
-
-
-def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
-    """Give every process the main process's buffers (the BNNecks' running statistics).
-
-    DDP broadcasts them at the start of every forward, but the last training step updates each
-    process's copy with its own batch; evaluation (each process embeds its shard) and the saved
-    model must use one set.
-    """
-    if accelerator.num_processes == 1:
-        return
-    for buffer in model.buffers():
-        buffer.copy_(broadcast(buffer.detach().clone(), from_process=0))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -730,41 +479,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def embed(batch: dict) -> torch.Tensor:
         return eval_model.get_image_embeddings(batch["pixel_values"], batch["camids"] if use_sie else None)
 
-    results: dict[str, Any] = {}
-    for eval_set in data.eval_sets:
-        sides = []
-        for split in (eval_set.query, eval_set.gallery):
-            loader = accelerator.prepare(eval_loader(split, test_transform, cfg.data))
-            sides.append(
-                extract_features(
-                    embed,
-                    loader,
-                    accelerator,
-                    model=eval_model,
-                    metadata_keys=["pids", "camids", "paths"],
-                    desc=f"Embedding {eval_set.name}",
-                    progress_bar=cfg.train.progress_bar,
-                )
-            )
-        results[eval_set.name] = evaluate_retrieval(
-            sides[0],
-            sides[1],
-            metric=cfg.eval.metric,
-            normalize=cfg.model.feature_norm,
-            max_rank=cfg.eval.max_rank,
-            output_dir=output_dir / "eval" / eval_set.name.replace(" ", "_"),
-            accelerator=accelerator,
-            plots=cfg.eval.plots,
-            ranked_list_queries=cfg.eval.ranked_list_queries,
-            image_root=eval_set.image_root,
-            extra={"dataset": eval_set.name},
-        )
-        logger.info(
-            "%s: mAP %.1f%%, rank-1 %.1f%%",
-            eval_set.name,
-            100 * results[eval_set.name]["mAP"],
-            100 * results[eval_set.name]["rank-1"],
-        )
+    results = evaluate_domains(
+        data.eval_sets,
+        embed,
+        model=eval_model,
+        transform=test_transform,
+        data_args=cfg.data,
+        eval_args=cfg.eval,
+        normalize=cfg.model.feature_norm,
+        output_dir=output_dir,
+        accelerator=accelerator,
+        progress_bar=cfg.train.progress_bar,
+    )
     timings["eval_seconds"] = time.perf_counter() - stage_start
     timings["total_seconds"] = time.perf_counter() - started
 

@@ -2,7 +2,7 @@
 
 Every fixture is a handful of tiny images written into ``tmp_path`` under the real file-naming
 scheme; the expected pids and cameras come from the fixture's own specification, not from the
-code under test. The helpers here are reused by the other builder test files.
+code under test. The image writers live in ``tests/helpers_data.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from helpers_data import make_market, market_name, write_image
 
 from hf_reid.data import (
     REID_FEATURES,
@@ -21,35 +21,6 @@ from hf_reid.data import (
     reid_layout_options,
 )
 from hf_reid.data.layouts import ImageRecord, ReidBuilder, SplitScan
-
-MARKET_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-
-
-def write_image(path: Path, shade: int = 128, size: tuple[int, int] = (16, 32)) -> Path:
-    """A small solid-colour image; the format follows the suffix (.jpg or .png)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, (shade % 256, (shade * 3) % 256, (shade * 7) % 256)).save(path)
-    return path
-
-
-def market_name(pid: int, cam: int, frame: int) -> str:
-    prefix = "-1" if pid == -1 else f"{pid:04d}"
-    return f"{prefix}_c{cam}s1_{frame:06d}_00.jpg"
-
-
-def make_market(
-    root: Path, spec: dict[str, list[tuple[int, int]]], name=market_name
-) -> dict[str, dict[str, tuple[int, int]]]:
-    """Write a Market-style folder; returns {split: {relative path: (pid, camid 0-based)}} without junk."""
-    expected: dict[str, dict[str, tuple[int, int]]] = {}
-    for split, items in spec.items():
-        expected[split] = {}
-        for frame, (pid, cam) in enumerate(items):
-            relative = f"{MARKET_FOLDERS[split]}/{name(pid, cam, frame)}"
-            write_image(root / relative, shade=pid * 10 + cam)
-            if pid != -1:
-                expected[split][relative] = (pid, cam - 1)
-    return expected
 
 
 def rows_by_path(dataset) -> dict[str, tuple[int, int]]:

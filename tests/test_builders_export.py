@@ -12,9 +12,9 @@ import datasets
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers_data import make_market
 from huggingface_hub import DatasetCard, HfApi
 from huggingface_hub.hf_api import RepoUrl
-from test_builders import make_market
 
 from hf_reid.data import reid_layout_names
 from hf_reid.data.export import run_converter

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_builders import write_image
+from helpers_data import write_image
 
 from hf_reid.data import load_reid_dataset
 

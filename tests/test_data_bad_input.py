@@ -7,8 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers_data import make_market, market_name, write_image
 from PIL import ImageFile
-from test_builders import make_market, market_name, write_image
 
 from hf_reid.data import ReidDataError, load_reid_dataset
 

@@ -40,15 +40,19 @@ __all__ += ["SynthPedsSummary", "generate_synthpeds"]
 from .collate import ReidCollator, decode_image  # noqa: E402
 from .labels import concatenate_sources, domain_index, relabel  # noqa: E402
 from .samplers import MixedPKSampler, PKSampler  # noqa: E402
+from .text import CaptionCollator, CaptionStatistics, caption_statistics  # noqa: E402
 from .transforms import ReidTestTransform, ReidTrainTransform, ReidTransformConfig  # noqa: E402
 
 __all__ += [
+    "CaptionCollator",
+    "CaptionStatistics",
     "MixedPKSampler",
     "PKSampler",
     "ReidCollator",
     "ReidTestTransform",
     "ReidTrainTransform",
     "ReidTransformConfig",
+    "caption_statistics",
     "concatenate_sources",
     "decode_image",
     "domain_index",

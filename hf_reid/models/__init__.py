@@ -14,13 +14,19 @@ to the weights.
 from transformers import AutoConfig, AutoModel
 
 from .configuration_clip_reid import DEFAULT_PROMPT_TEMPLATE, CLIPReIDConfig
+from .configuration_retext import ReTextConfig
 from .image_processing_reid import build_reid_image_processor
 from .modeling_clip_reid import CLIPReIDModel, CLIPReIDOutput, CLIPReIDPromptOutput
+from .modeling_retext import ReTextModel, ReTextOutput
 
 AutoConfig.register(CLIPReIDConfig.model_type, CLIPReIDConfig, exist_ok=True)
 AutoModel.register(CLIPReIDConfig, CLIPReIDModel, exist_ok=True)
 CLIPReIDConfig.register_for_auto_class()
 CLIPReIDModel.register_for_auto_class("AutoModel")
+AutoConfig.register(ReTextConfig.model_type, ReTextConfig, exist_ok=True)
+AutoModel.register(ReTextConfig, ReTextModel, exist_ok=True)
+ReTextConfig.register_for_auto_class()
+ReTextModel.register_for_auto_class("AutoModel")
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
@@ -28,5 +34,8 @@ __all__ = [
     "CLIPReIDModel",
     "CLIPReIDOutput",
     "CLIPReIDPromptOutput",
+    "ReTextConfig",
+    "ReTextModel",
+    "ReTextOutput",
     "build_reid_image_processor",
 ]

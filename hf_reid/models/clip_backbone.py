@@ -10,7 +10,10 @@ It wraps a ``transformers.CLIPModel`` and changes only what Re-ID needs:
 * the image forward returns the three CLS features CLIP-ReID trains on: after the
   second-to-last block (no norm), after the post-layernorm, and projected;
 * a text forward that takes token *embeddings* (``CLIPTextModel.forward`` in transformers 5 has
-  no ``inputs_embeds``), so that learnable prompt tokens can be spliced in.
+  no ``inputs_embeds``), so that learnable prompt tokens can be spliced in;
+* an MAE-style image forward on a subset of the patches (masked patches are dropped before the
+  transformer), for masked-image reconstruction;
+* optionally no text tower at all, for models that bring their own text encoder.
 
 The CLIP weights keep their ``transformers`` names under ``clip.``; the only new module is the
 vision embeddings (same parameter names, resized position table).
@@ -196,12 +199,18 @@ class ReIDCLIPBackbone(nn.Module):
         stride_size: tuple[int, int] | None = None,
         num_cameras: int = 0,
         sie_coe: float = 1.0,
+        text_tower: bool = True,
     ):
+        """``text_tower=False`` leaves out CLIP's text model and text projection (``clip.text_model``
+        and ``clip.text_projection`` are ``None``); :meth:`load_clip_weights` then skips their weights."""
         super().__init__()
         self.clip = CLIPModel._from_config(clip_config)
         self.clip.vision_model.embeddings = ReIDCLIPVisionEmbeddings(
             clip_config.vision_config, image_size, stride_size
         )
+        if not text_tower:
+            self.clip.text_model = None
+            self.clip.text_projection = None
         vision_width = clip_config.vision_config.hidden_size
         self.camera_embedding = CameraEmbedding(num_cameras, vision_width, sie_coe) if num_cameras else None
 
@@ -218,6 +227,10 @@ class ReIDCLIPBackbone(nn.Module):
         return self.clip.visual_projection.out_features
 
     @property
+    def has_text_tower(self) -> bool:
+        return self.clip.text_model is not None
+
+    @property
     def token_embedding(self) -> nn.Embedding:
         return self.clip.text_model.embeddings.token_embedding
 
@@ -227,6 +240,8 @@ class ReIDCLIPBackbone(nn.Module):
         table is resized once to the Re-ID grid with ``pos_interpolation``."""
         state = dict(clip.state_dict())
         table = state.pop(POSITION_TABLE_KEY)
+        if not self.has_text_tower:
+            state = {k: v for k, v in state.items() if not k.startswith(("text_model.", "text_projection."))}
         result = self.clip.load_state_dict(state, strict=False)
         unexpected = list(result.unexpected_keys)
         missing = [k for k in result.missing_keys if k != POSITION_TABLE_KEY]
@@ -259,6 +274,36 @@ class ReIDCLIPBackbone(nn.Module):
         pooled = vision.post_layernorm(hidden[:, 0])
         projected = self.clip.visual_projection(pooled)
         return ReIDImageFeatures(intermediate, pooled, projected, hidden)
+
+    def encode_visible_patches(
+        self, pixel_values: torch.Tensor, visible: torch.Tensor, camids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run the vision tower on the CLS token and the patches ``visible`` only (MAE-style).
+
+        ``visible`` (B, K) holds, per image, the raster indices of the K patches to keep. The
+        patches are embedded and get their position embedding first, so each kept token knows
+        where it is; the others are dropped before the transformer, which then costs about K/N of
+        a full forward. Returns every token after the last block and the post-layernorm
+        (B, 1 + K, width): the CLS token, then the kept patches in the order of ``visible``.
+        """
+        vision = self.clip.vision_model
+        cls_offset = None
+        if camids is not None and self.camera_embedding is not None:
+            cls_offset = self.camera_embedding(camids.to(pixel_values.device))
+        hidden = vision.embeddings(pixel_values, cls_offset=cls_offset)
+        num_patches = hidden.shape[1] - 1
+        if visible.ndim != 2 or visible.shape[0] != hidden.shape[0]:
+            raise ValueError(
+                f"visible must be (batch={hidden.shape[0]}, kept patches), got {tuple(visible.shape)}."
+            )
+        if visible.numel() and (int(visible.min()) < 0 or int(visible.max()) >= num_patches):
+            raise ValueError(f"visible holds patch indices outside [0, {num_patches}).")
+        index = (visible.to(hidden.device) + 1).unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        hidden = torch.cat([hidden[:, :1], hidden.gather(1, index)], dim=1)
+        hidden = vision.pre_layrnorm(hidden)
+        for layer in vision.encoder.layers:
+            hidden = layer(hidden, None)
+        return vision.post_layernorm(hidden)
 
     def encode_text_embeddings(self, inputs_embeds: torch.Tensor, eot_position: int) -> torch.Tensor:
         """Projected text feature of token embeddings ``inputs_embeds`` (B, L, text width).

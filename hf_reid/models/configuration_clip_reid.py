@@ -28,8 +28,9 @@ DEFAULT_PROMPT_CONTEXT_START = 5
 _FIELDS_IN_ERRORS = "CLIPReIDConfig"
 
 
-def _pair(name: str, value: Any) -> tuple[int, int]:
-    """``value`` as an (H, W) pair of positive ints; ``int`` means a square pair."""
+def _pair(name: str, value: Any, owner: str = _FIELDS_IN_ERRORS) -> tuple[int, int]:
+    """``value`` as an (H, W) pair of positive ints; ``int`` means a square pair. Errors name
+    ``owner.name``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
     if (
@@ -37,10 +38,35 @@ def _pair(name: str, value: Any) -> tuple[int, int]:
         or len(value) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
     ):
-        raise ValueError(
-            f"{_FIELDS_IN_ERRORS}.{name} must be two positive ints (height, width), got {value!r}."
-        )
+        raise ValueError(f"{owner}.{name} must be two positive ints (height, width), got {value!r}.")
     return int(value[0]), int(value[1])
+
+
+def _reject_near_misses(owner: str, kwargs: dict[str, Any], fields: Sequence[str]) -> None:
+    """Extra keyword arguments are kept as attributes (transformers convention, needed for
+    backward compatibility); but one that is a near-miss of a field is almost surely a typo
+    that would silently be ignored, so it is rejected."""
+    for key in kwargs:
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+        if close:
+            raise ValueError(f"{owner} has no field {key!r}; did you mean {close[0]!r}?")
+
+
+def _check_vision_geometry(
+    owner: str, clip_config: CLIPConfig, image_size: tuple[int, int], stride_size: tuple[int, int] | None
+) -> None:
+    """The input size and patch stride must fit the vision tower's patch size."""
+    patch = clip_config.vision_config.patch_size
+    if not isinstance(patch, int):
+        raise ValueError(f"{owner}.clip_config.vision_config.patch_size must be an int, got {patch!r}.")
+    stride = stride_size or (patch, patch)
+    if any(s > patch for s in stride):
+        raise ValueError(
+            f"{owner}.stride_size {stride} is larger than the patch size {patch}: pixels "
+            "between patches would be skipped. Use a stride <= the patch size."
+        )
+    if any(s < patch for s in image_size):
+        raise ValueError(f"{owner}.image_size {image_size} is smaller than one {patch}x{patch} patch.")
 
 
 @strict
@@ -137,37 +163,17 @@ class CLIPReIDConfig(PreTrainedConfig):
 
     @classmethod
     def _reject_misspelled_fields(cls, kwargs: dict[str, Any]) -> None:
-        """Extra keyword arguments are kept as attributes (transformers convention, needed for
-        backward compatibility); but one that is a near-miss of a field is almost surely a typo
-        that would silently be ignored, so it is rejected."""
+        """Reject an extra keyword that is a near-miss of a field (a typo kept silently otherwise)."""
         fields = [
             "clip_config", "image_size", "stride_size", "pos_interpolation", "num_classes", "use_sie",
             "num_cameras", "sie_coe", "prompt_template", "num_prompt_tokens", "prompt_token_ids",
             "prompt_context_start", "neck_feat", "feature_norm", "id_loss_weight", "triplet_loss_weight",
             "i2t_loss_weight", "triplet_margin", "label_smoothing",
         ]  # fmt: skip
-        for key in kwargs:
-            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
-            if close:
-                raise ValueError(f"{_FIELDS_IN_ERRORS} has no field {key!r}; did you mean {close[0]!r}?")
+        _reject_near_misses(_FIELDS_IN_ERRORS, kwargs, fields)
 
     def _check_values(self) -> None:
-        vision = self.clip_config.vision_config
-        patch = vision.patch_size
-        if not isinstance(patch, int):
-            raise ValueError(
-                f"{_FIELDS_IN_ERRORS}.clip_config.vision_config.patch_size must be an int, got {patch!r}."
-            )
-        stride = self.stride_size or (patch, patch)
-        if any(s > patch for s in stride):
-            raise ValueError(
-                f"{_FIELDS_IN_ERRORS}.stride_size {stride} is larger than the patch size {patch}: pixels "
-                "between patches would be skipped. Use a stride <= the patch size."
-            )
-        if any(s < patch for s in self.image_size):
-            raise ValueError(
-                f"{_FIELDS_IN_ERRORS}.image_size {self.image_size} is smaller than one {patch}x{patch} patch."
-            )
+        _check_vision_geometry(_FIELDS_IN_ERRORS, self.clip_config, self.image_size, self.stride_size)
         if self.num_classes < 1:
             raise ValueError(f"{_FIELDS_IN_ERRORS}.num_classes must be >= 1, got {self.num_classes}.")
         if self.use_sie and self.num_cameras < 1:

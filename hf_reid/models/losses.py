@@ -11,6 +11,15 @@ inputs, see tests/test_losses.py):
   on raw dot products with temperature 1 (no normalisation, no logit scale);
 * :func:`image_to_text_ce`: label-smoothed cross-entropy of raw image-text dot products against
   the text features of all identities (CLIP-ReID stage 2).
+
+ReText's three text losses (our reconstruction of the paper's named losses, see docs/METHODS.md §4.3):
+
+* :func:`identity_matching_loss`: IRRA's similarity-distribution matching, cosine similarities
+  over a temperature against the identity-uniform target distribution, image->text + text->image;
+* :func:`structure_preserving_loss`: each modality's in-batch similarity structure is pulled
+  towards the other's (stop-gradient targets, momentum image features as the image-side target);
+* :func:`masked_patch_reconstruction_loss`: MAE's loss, MSE on per-patch normalised pixels of the
+  masked patches only (targets from :func:`image_patches`).
 """
 
 from __future__ import annotations
@@ -136,6 +145,138 @@ def image_to_text_ce(
     return cross_entropy_label_smooth(logits, labels, epsilon)
 
 
+def identity_matching_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.02,
+    epsilon: float = 1e-8,
+) -> torch.Tensor:
+    """Identity-aware matching loss: IRRA's similarity-distribution matching (SDM), i2t + t2i.
+
+    With ``s_ij = cos(v_i, t_j) / temperature`` for paired image and text features of ``labels``,
+    ``p_i = softmax_j(s_ij)`` (image->text; text->image uses the transposed similarities) and the
+    target ``q_ij = 1[y_i = y_j] / |{k : y_k = y_i}|`` (uniform over the identity's captions),
+    the loss is ``mean_i KL(p_i || q_i) = mean_i sum_j p_ij (log p_ij - log(q_ij + epsilon))`` for
+    each direction, summed. All captions of an identity count as matches, not only the image's
+    own; ``epsilon`` keeps ``log q`` finite where ``q = 0`` (as in IRRA).
+    """
+    if image_features.shape != text_features.shape or labels.shape != image_features.shape[:1]:
+        raise ValueError(
+            f"identity_matching_loss needs paired features (B, D) and labels (B,), got "
+            f"{tuple(image_features.shape)}, {tuple(text_features.shape)} and {tuple(labels.shape)}."
+        )
+    dtype = torch.promote_types(image_features.dtype, torch.float32)
+    image = F.normalize(image_features.to(dtype), dim=1)
+    text = F.normalize(text_features.to(dtype), dim=1)
+    logits = image @ text.t() / temperature
+    same = (labels.unsqueeze(1) == labels.unsqueeze(0)).to(dtype)
+    log_target = (same / same.sum(dim=1, keepdim=True) + epsilon).log()
+    loss = logits.new_zeros(())
+    for direction in (logits, logits.t()):
+        log_prob = direction.log_softmax(dim=1)
+        loss = loss + (log_prob.exp() * (log_prob - log_target)).sum(dim=1).mean()
+    return loss
+
+
+def _off_diagonal_log_softmax(features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Row-wise log-softmax of the in-batch cosine similarities over temperature, each row without
+    its diagonal entry (an item's similarity to itself carries no structure): (B, B - 1)."""
+    features = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=1)
+    similarity = features @ features.t() / temperature
+    size = similarity.shape[0]
+    # Dropping the diagonal: the flattened matrix without its first entry, read in rows of B + 1,
+    # has the diagonal entries in its last column.
+    off_diagonal = similarity.flatten()[1:].view(size - 1, size + 1)[:, :-1].reshape(size, size - 1)
+    return off_diagonal.log_softmax(dim=1)
+
+
+def structure_preserving_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    momentum_image_features: torch.Tensor | None = None,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """Structure-preserving loss: the similarity structure of a batch is the same in both modalities.
+
+    With ``P^vv_i = softmax_{j != i}(cos(v_i, v_j) / temperature)`` and likewise ``P^tt`` for the
+    texts and ``P^mm`` for the momentum-encoder image features ``m`` (the diagonal left out),
+    the loss is ``mean_i KL(P^vv_i || sg(P^tt_i)) + mean_i KL(P^tt_i || sg(P^mm_i))``, where
+    ``KL(P || Q) = sum_j P_j (log P_j - log Q_j)`` and ``sg`` stops the gradient: the image encoder
+    learns the text structure and the text encoder the (slowly moving, momentum) image structure,
+    so neither modality can collapse the other's structure onto its own. Without
+    ``momentum_image_features`` the detached ``image_features`` are the image-side target. It is
+    zero exactly when the three structures coincide; a batch of fewer than two gives zero.
+    """
+    if image_features.shape != text_features.shape:
+        raise ValueError(
+            f"structure_preserving_loss needs paired features (B, D), got {tuple(image_features.shape)} "
+            f"and {tuple(text_features.shape)}."
+        )
+    if momentum_image_features is None:
+        momentum_image_features = image_features
+    if momentum_image_features.shape[0] != image_features.shape[0]:
+        raise ValueError(
+            f"momentum_image_features must have the batch size {image_features.shape[0]}, got "
+            f"{tuple(momentum_image_features.shape)}."
+        )
+    if image_features.shape[0] < 2:
+        return (image_features.sum() + text_features.sum()) * 0.0
+    log_vv = _off_diagonal_log_softmax(image_features, temperature)
+    log_tt = _off_diagonal_log_softmax(text_features, temperature)
+    log_mm = _off_diagonal_log_softmax(momentum_image_features.detach(), temperature)
+    image_term = (log_vv.exp() * (log_vv - log_tt.detach())).sum(dim=1).mean()
+    text_term = (log_tt.exp() * (log_tt - log_mm)).sum(dim=1).mean()
+    return image_term + text_term
+
+
+def image_patches(
+    pixel_values: torch.Tensor, patch_size: int, stride: int | tuple[int, int] | None = None
+) -> torch.Tensor:
+    """The pixels of each patch a ViT with ``patch_size`` and ``stride`` embeds: (B, N, C * p * p),
+    patches in raster order (as the patch embedding flattens them), each as (C, p, p) flattened."""
+    stride = stride if stride is not None else patch_size
+    return F.unfold(pixel_values, kernel_size=patch_size, stride=stride).transpose(1, 2)
+
+
+def masked_patch_reconstruction_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    norm_pix: bool = True,
+    epsilon: float = 1e-6,
+) -> torch.Tensor:
+    """MAE's reconstruction loss: mean squared error on the masked patches only.
+
+    Args:
+        prediction: Predicted patches (B, N, D).
+        target: The true patches (B, N, D), e.g. from :func:`image_patches`.
+        mask: (B, N), true where a patch was masked (hidden from the encoder). Visible patches
+            do not count: reconstructing what the encoder saw teaches nothing.
+        norm_pix: Normalise each target patch by its own mean and (unbiased) variance first,
+            ``(x - mean) / sqrt(var + epsilon)`` (MAE's ``norm_pix_loss``, which the MAE paper
+            found to give better representations).
+
+    Returns ``sum_{b,n} mask_bn * mean_d (pred_bnd - target_bnd)^2 / sum_{b,n} mask_bn``.
+    """
+    if prediction.shape != target.shape or mask.shape != prediction.shape[:2]:
+        raise ValueError(
+            f"masked_patch_reconstruction_loss needs prediction and target (B, N, D) and mask (B, N), got "
+            f"{tuple(prediction.shape)}, {tuple(target.shape)} and {tuple(mask.shape)}."
+        )
+    dtype = torch.promote_types(prediction.dtype, torch.float32)
+    target = target.to(dtype)
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + epsilon).sqrt()
+    mask = mask.to(dtype)
+    if not mask.sum() > 0:
+        raise ValueError("masked_patch_reconstruction_loss: the mask holds no masked patch.")
+    per_patch = (prediction.to(dtype) - target).pow(2).mean(dim=-1)
+    return (per_patch * mask).sum() / mask.sum()
+
+
 class CrossEntropyLabelSmooth(nn.Module):
     """Module form of :func:`cross_entropy_label_smooth`."""
 
@@ -185,8 +326,12 @@ __all__ = [
     "TripletLoss",
     "batch_hard_triplet",
     "cross_entropy_label_smooth",
+    "identity_matching_loss",
+    "image_patches",
     "image_text_supcon",
     "image_to_text_ce",
+    "masked_patch_reconstruction_loss",
     "pairwise_euclidean",
+    "structure_preserving_loss",
     "supcon_loss",
 ]

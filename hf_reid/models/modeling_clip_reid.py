@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-from torch.nn import functional as F
 from transformers import AutoTokenizer, CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
@@ -35,7 +34,7 @@ from .clip_backbone import CameraEmbedding, ReIDCLIPBackbone, ReIDImageFeatures,
 from .configuration_clip_reid import CLIPReIDConfig
 from .losses import Gather, batch_hard_triplet, cross_entropy_label_smooth, image_text_supcon
 from .prompt_learner import PromptLearner
-from .reid_heads import CLIPReIDHead, ReIDHeadOutput, init_reid_head_module
+from .reid_heads import CLIPReIDHead, ReIDHeadOutput, init_reid_head_module, retrieval_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -279,14 +278,14 @@ class CLIPReIDModel(PreTrainedModel):
         return end_of_text_position(ids, self.config.clip_config.text_config.eos_token_id)
 
     def _retrieval_embeddings(self, features: ReIDImageFeatures, head: ReIDHeadOutput | None) -> torch.Tensor:
-        if self.config.neck_feat == "after":
-            head = head if head is not None else self.head(features.pooled, features.projected)
-            embeddings = torch.cat([head.neck_features, head.neck_projected], dim=1)
-        else:
-            embeddings = torch.cat([features.pooled, features.projected], dim=1)
-        if self.config.feature_norm:
-            embeddings = F.normalize(embeddings, dim=1)
-        return embeddings
+        return retrieval_embeddings(
+            features.pooled,
+            features.projected,
+            self.head,
+            head,
+            self.config.neck_feat,
+            self.config.feature_norm,
+        )
 
     def get_image_embeddings(
         self, pixel_values: torch.Tensor, camids: torch.Tensor | None = None

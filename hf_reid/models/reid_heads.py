@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import initialization as init
 
 
@@ -63,6 +64,25 @@ class CLIPReIDHead(nn.Module):
         )
 
 
+def retrieval_embeddings(
+    pooled: torch.Tensor,
+    projected: torch.Tensor,
+    head: CLIPReIDHead,
+    head_output: ReIDHeadOutput | None = None,
+    neck_feat: str = "before",
+    normalize: bool = True,
+) -> torch.Tensor:
+    """CLIP-ReID's retrieval feature ``cat[x12, xproj]`` (B, width + proj), taken before or after
+    the BNNecks (``neck_feat``) and L2-normalised or not. ``head_output`` avoids re-running the
+    necks when the forward has them already."""
+    if neck_feat == "after":
+        head_output = head_output if head_output is not None else head(pooled, projected)
+        embeddings = torch.cat([head_output.neck_features, head_output.neck_projected], dim=1)
+    else:
+        embeddings = torch.cat([pooled, projected], dim=1)
+    return F.normalize(embeddings, dim=1) if normalize else embeddings
+
+
 @torch.no_grad()
 def init_reid_head_module(module: nn.Module) -> bool:
     """Initialise ``module`` if it is a BNNeck or an identity classifier; return whether it was.
@@ -83,4 +103,11 @@ def init_reid_head_module(module: nn.Module) -> bool:
     return False
 
 
-__all__ = ["BNNeck", "CLIPReIDHead", "IdentityClassifier", "ReIDHeadOutput", "init_reid_head_module"]
+__all__ = [
+    "BNNeck",
+    "CLIPReIDHead",
+    "IdentityClassifier",
+    "ReIDHeadOutput",
+    "init_reid_head_module",
+    "retrieval_embeddings",
+]

@@ -43,18 +43,37 @@ from .config import (
     parse_recipe_args,
     save_config,
 )
-from .evaluation import evaluate_retrieval
+from .evaluation import evaluate_domains, evaluate_retrieval
 from .features import FeatureDataset, extract_features, fingerprint, load_or_extract
 from .loop import StageRunner, set_sampler_epoch
 from .optim import WarmupLRScheduler, build_optimizer, build_param_groups, build_scheduler, scheduled_lr
-from .utils import create_accelerator, gather_with_grad, set_seed, setup_logging
+from .reid_data import (
+    DataArgs,
+    EvalArgs,
+    EvalSet,
+    ReidData,
+    SynthPedsArgs,
+    TrainArgs,
+    display_name,
+    domain_dir,
+    eval_loader,
+    load_data,
+    prepare_synthpeds,
+)
+from .utils import create_accelerator, gather_with_grad, set_seed, setup_logging, sync_buffers
 
 __all__ = [
     "RESUME_LATEST",
     "ConfigError",
+    "DataArgs",
+    "EvalArgs",
+    "EvalSet",
     "FeatureDataset",
     "RecipeArgs",
+    "ReidData",
     "StageRunner",
+    "SynthPedsArgs",
+    "TrainArgs",
     "TrainerState",
     "WarmupLRScheduler",
     "build_optimizer",
@@ -63,6 +82,10 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "create_accelerator",
+    "display_name",
+    "domain_dir",
+    "eval_loader",
+    "evaluate_domains",
     "evaluate_retrieval",
     "extract_features",
     "find_latest_checkpoint",
@@ -71,8 +94,10 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
+    "load_data",
     "load_or_extract",
     "parse_recipe_args",
+    "prepare_synthpeds",
     "read_trainer_state",
     "resolve_resume_checkpoint",
     "save_checkpoint",
@@ -81,4 +106,5 @@ __all__ = [
     "set_sampler_epoch",
     "set_seed",
     "setup_logging",
+    "sync_buffers",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-__all__ = ["EVAL_RESULTS_NAME", "evaluate_retrieval"]
+__all__ = ["EVAL_RESULTS_NAME", "evaluate_domains", "evaluate_retrieval"]
 
 logger = logging.getLogger(__name__)
 
@@ -261,3 +261,71 @@ def _plot_ranked_list(
         logger.warning(
             "Could not draw %s (%s); pass image_root= the folder the paths are relative to.", path, error
         )
+
+
+def evaluate_domains(
+    eval_sets: Sequence[Any],
+    embed: Callable[[dict], torch.Tensor],
+    *,
+    model: torch.nn.Module,
+    transform: Any,
+    data_args: Any,
+    eval_args: Any,
+    normalize: bool,
+    output_dir: str | os.PathLike,
+    accelerator: Accelerator,
+    progress_bar: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Embed the query and gallery of every evaluation domain and rank them.
+
+    Args:
+        eval_sets: :class:`~hf_reid.training.reid_data.EvalSet` s (``load_data(...).eval_sets``).
+        embed: ``batch -> features`` (the batch has ``pixel_values``, ``pids``, ``camids``).
+        model: the model ``embed`` uses (put in eval mode while embedding).
+        transform: the test-time transform of the model's image processor.
+        data_args / eval_args: the recipe's ``DataArgs`` and ``EvalArgs``.
+        normalize: L2-normalise features before comparing them (as the method's paper does).
+        output_dir: the run folder; each domain writes ``eval/<domain>/`` (results and plots).
+
+    Returns:
+        ``{domain name: metrics}`` (what the recipe writes to ``eval_results.json``).
+    """
+    from .features import extract_features
+    from .reid_data import eval_loader
+
+    results: dict[str, dict[str, Any]] = {}
+    for eval_set in eval_sets:
+        sides = []
+        for split in (eval_set.query, eval_set.gallery):
+            loader = accelerator.prepare(eval_loader(split, transform, data_args))
+            sides.append(
+                extract_features(
+                    embed,
+                    loader,
+                    accelerator,
+                    model=model,
+                    metadata_keys=["pids", "camids", "paths"],
+                    desc=f"Embedding {eval_set.name}",
+                    progress_bar=progress_bar,
+                )
+            )
+        results[eval_set.name] = evaluate_retrieval(
+            sides[0],
+            sides[1],
+            metric=eval_args.metric,
+            normalize=normalize,
+            max_rank=eval_args.max_rank,
+            output_dir=Path(output_dir) / "eval" / eval_set.name.replace(" ", "_"),
+            accelerator=accelerator,
+            plots=eval_args.plots,
+            ranked_list_queries=eval_args.ranked_list_queries,
+            image_root=eval_set.image_root,
+            extra={"dataset": eval_set.name},
+        )
+        logger.info(
+            "%s: mAP %.1f%%, rank-1 %.1f%%",
+            eval_set.name,
+            100 * results[eval_set.name]["mAP"],
+            100 * results[eval_set.name]["rank-1"],
+        )
+    return results

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["EpochEndFn", "LossFn", "StageRunner", "set_sampler_epoch"]
+__all__ = ["EpochEndFn", "LossFn", "StageRunner", "StepEndFn", "set_sampler_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,8 @@ LossFn = Callable[[Any], tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]
 """``compute_loss(batch) -> (loss, logs)``: ``logs`` maps loss-term names to scalars."""
 EpochEndFn = Callable[[TrainerState], Mapping[str, float] | None]
 """``on_epoch_end(state) -> metrics or None``; called on every process after each epoch."""
+StepEndFn = Callable[[TrainerState], None]
+"""``on_optimizer_step(state)``; called on every process after each optimizer step."""
 
 
 def set_sampler_epoch(dataloader: Any, epoch: int) -> None:
@@ -168,6 +170,7 @@ class StageRunner:
         scheduler: Any | None = None,
         max_grad_norm: float | None = None,
         on_epoch_end: EpochEndFn | None = None,
+        on_optimizer_step: StepEndFn | None = None,
         metric_for_best: str | None = None,
         greater_is_better: bool = True,
     ) -> TrainerState:
@@ -188,6 +191,8 @@ class StageRunner:
                 ``accelerator.prepare``: the runner steps it and registers it for checkpointing.
             max_grad_norm: clip the gradient norm to this value before each optimizer step.
             on_epoch_end: called after each epoch on every process; metrics it returns are logged.
+            on_optimizer_step: called on every process after each optimizer step (after the
+                gradient-accumulation window closes), e.g. to update a momentum encoder.
             metric_for_best: a key of those metrics tracked as ``state.best_metric``.
             greater_is_better: direction of ``metric_for_best``.
         """
@@ -225,6 +230,7 @@ class StageRunner:
                 compute_loss=compute_loss,
                 epochs=epochs,
                 max_grad_norm=max_grad_norm,
+                on_optimizer_step=on_optimizer_step,
             )
             state.epoch += 1
             state.batch_in_epoch = 0
@@ -253,6 +259,7 @@ class StageRunner:
         compute_loss: LossFn,
         epochs: int,
         max_grad_norm: float | None,
+        on_optimizer_step: StepEndFn | None = None,
     ) -> None:
         """One epoch (or its remainder after a resume): forward/backward through
         ``compute_loss``, optimizer steps, per-step scheduler steps, logging and checkpoints."""
@@ -293,6 +300,8 @@ class StageRunner:
                 continue
             state.stage_step += 1
             state.global_step += 1
+            if on_optimizer_step is not None:
+                on_optimizer_step(state)
             if step_scheduler is not None and not optimizer.step_was_skipped:
                 step_scheduler.step()
             if state.stage_step % self.log_every == 0:

@@ -12,10 +12,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import ProjectConfiguration, broadcast
 from accelerate.utils import set_seed as _accelerate_set_seed
 
-__all__ = ["create_accelerator", "gather_with_grad", "set_seed", "setup_logging"]
+__all__ = ["create_accelerator", "gather_with_grad", "set_seed", "setup_logging", "sync_buffers"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,3 +126,17 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [buf[:n] for buf, n in zip(buffers, counts)]
     parts[rank] = tensor  # keeps the autograd graph of this process's features
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def sync_buffers(model: torch.nn.Module, accelerator: Accelerator) -> None:
+    """Give every process the main process's buffers (e.g. the BNNecks' running statistics).
+
+    DDP broadcasts them at the start of every forward, but the last training step updates each
+    process's copy with its own batch; evaluation (each process embeds its shard) and the saved
+    model must use one set.
+    """
+    if accelerator.num_processes == 1:
+        return
+    for buffer in model.buffers():
+        buffer.copy_(broadcast(buffer.detach().clone(), from_process=0))

@@ -11,6 +11,10 @@ Field names are options, so other caption files (e.g. the ReText-Captions JSON) 
 ``data_dir/imgs`` (CUHK-PEDES writes paths relative to ``imgs/``). ``captions`` may be a list or
 a single string. The camera is parsed from Market-scheme file names (``PPPP_cC...``) and is 0
 otherwise (real CUHK-PEDES has no cameras). Everything read goes to the ``train`` split.
+
+Empty or blank captions are dropped with a logged count; an entry left without any caption is a
+bad record, like a missing image: an error naming it, or skipped and counted with
+``on_bad_image="skip"``.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ class Captions(ReidBuilder):
         bases = self._image_bases(root)
         scan = SplitScan(source=json_path)
         other_splits = 0
+        empty_captions = 0
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ReidDataError(f"captions: {json_path} entry {index} is not an object: {entry!r:.80}.")
@@ -130,9 +135,14 @@ class Captions(ReidBuilder):
                 match = CAMERA_IN_NAME.match(path.name)
                 if match is not None:
                     camid = max(int(match.group("cam")) - 1, 0)
-            scan.records.append(
-                ImageRecord(path=path, pid=pid, camid=camid, captions=tuple(c.strip() for c in captions))
-            )
+            kept = tuple(c.strip() for c in captions if c.strip())
+            empty_captions += len(captions) - len(kept)
+            if not kept:
+                # An image without any text teaches the text tasks nothing: a bad entry (raises
+                # under on_bad_image="error", left out with a count under "skip").
+                scan.bad.append((path, f"entry {index} has no non-empty caption"))
+                continue
+            scan.records.append(ImageRecord(path=path, pid=pid, camid=camid, captions=kept))
         if other_splits:
             logger.info(
                 "captions: read %d entries of split '%s' from %s; left out %d entries of other splits.",
@@ -140,6 +150,12 @@ class Captions(ReidBuilder):
                 self.config.keep_split,
                 json_path,
                 other_splits,
+            )
+        if empty_captions:
+            logger.warning(
+                "captions: dropped %d empty caption(s) in %s (entries that kept another caption stay).",
+                empty_captions,
+                json_path,
             )
         return {"train": scan}
 

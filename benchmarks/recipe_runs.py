@@ -1,0 +1,51 @@
+"""Helpers the recipe benchmarks share: run a recipe in a subprocess and format mean ± std cells."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("benchmarks")
+
+
+def run_recipe(recipe: str, config: Path, output_dir: Path, seed: int, extra: list[str]) -> tuple[dict, dict]:
+    """``python recipes/<recipe>.py --config CONFIG --output_dir OUT --seed SEED EXTRA`` in a
+    subprocess (so its timings are those of a plain run); returns (eval_results, train_results).
+    A run whose results already exist in ``output_dir`` is not repeated."""
+    results_file, train_file = output_dir / "eval_results.json", output_dir / "train_results.json"
+    if not (results_file.is_file() and train_file.is_file()):
+        command = [
+            sys.executable,
+            str(ROOT / "recipes" / f"{recipe}.py"),
+            "--config",
+            str(config),
+            "--output_dir",
+            str(output_dir),
+            "--seed",
+            str(seed),
+            "--train.progress_bar",
+            "false",
+            *extra,
+        ]
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+        logger.warning("  %s: %.0f s", output_dir.name, time.perf_counter() - start)
+    return json.loads(results_file.read_text()), json.loads(train_file.read_text())
+
+
+def cell(values: list[float]) -> str:
+    """A metric in percent: one value as is, several as mean ± population std."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
