@@ -1,4 +1,5 @@
-"""Helpers the recipe benchmarks share: run a recipe in a subprocess and format mean ± std cells."""
+"""Helpers the recipe benchmarks share: run recipes in subprocesses (several at once if asked) and
+format mean ± std cells."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,25 @@ ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("benchmarks")
 
 
-def run_recipe(recipe: str, config: Path, output_dir: Path, seed: int, extra: list[str]) -> tuple[dict, dict]:
+@dataclass
+class RecipeRun:
+    """One recipe run of a benchmark: ``python recipes/<recipe>.py --config CONFIG --output_dir
+    OUTPUT_DIR --seed SEED EXTRA``."""
+
+    recipe: str
+    config: Path
+    output_dir: Path
+    seed: int
+    extra: list[str] = field(default_factory=list)
+
+
+def run_recipe(
+    recipe: str, config: Path, output_dir: Path, seed: int, extra: list[str], threads: int | None = None
+) -> tuple[dict, dict]:
     """``python recipes/<recipe>.py --config CONFIG --output_dir OUT --seed SEED EXTRA`` in a
     subprocess (so its timings are those of a plain run); returns (eval_results, train_results).
-    A run whose results already exist in ``output_dir`` is not repeated."""
+    A run whose results already exist in ``output_dir`` is not repeated; ``threads`` caps the
+    subprocess's intra-op threads (for runs that share the machine)."""
     results_file, train_file = output_dir / "eval_results.json", output_dir / "train_results.json"
     if not (results_file.is_file() and train_file.is_file()):
         command = [
@@ -36,12 +54,27 @@ def run_recipe(recipe: str, config: Path, output_dir: Path, seed: int, extra: li
             *extra,
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        if threads is not None:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         start = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
         logger.warning("  %s: %.0f s", output_dir.name, time.perf_counter() - start)
     return json.loads(results_file.read_text()), json.loads(train_file.read_text())
+
+
+def run_recipes(runs: list[RecipeRun], jobs: int = 1) -> list[tuple[dict, dict]]:
+    """:func:`run_recipe` for every run, ``jobs`` at a time (each with ``cores // jobs`` threads);
+    results in the order of ``runs``. Runs that share the cores report longer times than alone."""
+    if jobs <= 1:
+        return [run_recipe(r.recipe, r.config, r.output_dir, r.seed, r.extra) for r in runs]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(run_recipe, r.recipe, r.config, r.output_dir, r.seed, r.extra, threads) for r in runs
+        ]
+        return [future.result() for future in futures]
 
 
 def cell(values: list[float]) -> str:

@@ -145,6 +145,9 @@ class OptimArgs:
     head_lr: float | None = None
     """Learning rate of the reconstruction head (``null``: ``lr``); a fresh head needs more than
     a pretrained encoder."""
+    reid_head_lr: float | None = None
+    """Learning rate of the Re-ID BNNecks and identity classifiers (``null``: ``lr``), fresh too: at
+    a rate low enough for the encoders, the classifiers over hundreds of identities barely move."""
     weight_decay: float = 1e-4
     bias_lr_factor: float = 2.0
     warmup_epochs: int = 5
@@ -265,6 +268,27 @@ def retext_loss_fn(
     return compute_loss
 
 
+def build_retext_optimizer(model: ReTextModel, args: OptimArgs) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters, with the rates of ``args``: ``lr`` for the image
+    encoder, ``text_lr`` for the text encoder and projection, ``head_lr`` for the reconstruction
+    head and mask token, ``reid_head_lr`` for the BNNecks and identity classifiers."""
+    lr_overrides = {}
+    if args.text_lr is not None:
+        lr_overrides[r"^text_"] = args.text_lr
+    if args.head_lr is not None:
+        lr_overrides[r"^(reconstruction_head|mask_token)"] = args.head_lr
+    if args.reid_head_lr is not None:
+        lr_overrides[r"^head\."] = args.reid_head_lr
+    return build_optimizer(
+        model.named_parameters(),
+        "adam",
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        bias_lr_factor=args.bias_lr_factor,
+        lr_overrides=lr_overrides,
+    )
+
+
 # ------------------------------------------------------------------------------------------------
 # Run
 # ------------------------------------------------------------------------------------------------
@@ -352,19 +376,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             num_workers=cfg.data.num_workers,
         )
 
-    lr_overrides = {}
-    if cfg.optim.text_lr is not None:
-        lr_overrides[r"^text_"] = cfg.optim.text_lr
-    if cfg.optim.head_lr is not None:
-        lr_overrides[r"^(reconstruction_head|mask_token)"] = cfg.optim.head_lr
-    optimizer = build_optimizer(
-        model.named_parameters(),
-        "adam",
-        lr=cfg.optim.lr,
-        weight_decay=cfg.optim.weight_decay,
-        bias_lr_factor=cfg.optim.bias_lr_factor,
-        lr_overrides=lr_overrides,
-    )
+    optimizer = build_retext_optimizer(model, cfg.optim)
     scheduler = build_scheduler(
         optimizer,
         "cosine",

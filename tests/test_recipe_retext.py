@@ -15,14 +15,14 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from helpers_models import save_tiny_clip
+from helpers_models import save_tiny_clip, tiny_clip_config
 from huggingface_hub import HfApi, ModelCard
 from transformers import AutoImageProcessor, AutoModel
 
 from hf_reid.data import generate_synthpeds, load_reid_dataset
 from hf_reid.data.synthetic.presets import PRESETS
 from hf_reid.metrics import compute_distance_matrix, evaluate_rank
-from hf_reid.models import ReTextModel
+from hf_reid.models import ReTextConfig, ReTextModel
 from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
@@ -291,6 +291,32 @@ def test_ablation_modes_train_what_they_say(recipe, inputs, tmp_path):
     history = read_trainer_state(list_checkpoints(tmp_path / "norec")[-1][0]).log_history
     logged = [e for e in history if "loss" in e]
     assert logged and all("reconstruction" not in e and "matching" in e for e in logged)
+
+
+def test_each_part_trains_at_its_own_rate(recipe):
+    """``optim.lr`` / ``text_lr`` / ``head_lr`` / ``reid_head_lr`` reach exactly the image encoder,
+    the text side, the reconstruction head (+ mask token) and the Re-ID heads; the momentum
+    encoder is not optimized at all."""
+    model = ReTextModel(ReTextConfig(clip_config=tiny_clip_config(), num_classes=4, image_size=(32, 16)))
+    args = recipe.OptimArgs(lr=1e-4, text_lr=2e-4, head_lr=3e-4, reid_head_lr=4e-4, bias_lr_factor=1.0)
+    optimizer = recipe.build_retext_optimizer(model, args)
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    expected = {
+        "backbone.": 1e-4,
+        "text_": 2e-4,
+        "reconstruction_head.": 3e-4,
+        "mask_token": 3e-4,
+        "head.": 4e-4,
+    }
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            assert id(parameter) not in rate, name
+            continue
+        prefix = next(p for p in expected if name.startswith(p))
+        assert rate[id(parameter)] == pytest.approx(expected[prefix]), name
+    assert not any(
+        name.startswith("momentum_encoder") for name, p in model.named_parameters() if id(p) in rate
+    )
 
 
 def test_bad_caption_data_is_reported(recipe, inputs, tmp_path, caplog):
