@@ -1,6 +1,7 @@
 """Does text help Re-ID generalize? ReText and its ablations on SynthPeds' unseen-domain protocol.
 
     python benchmarks/retext_generalization.py                    # 3 seeds, the synthpeds config
+    python benchmarks/retext_generalization.py --jobs 2 --two-stage   # the README table (~45 min)
     python benchmarks/retext_generalization.py --seeds 0 1 2 3 4 -- --optim.epochs 20
 
 Every trained row runs ``recipes/retext.py`` (or ``recipes/clip_reid.py``) with the same config,
