@@ -33,7 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "recipes"))
 
-from recipe_runs import cell, run_recipe  # noqa: E402
+from recipe_runs import cell, run_folder, run_recipe  # noqa: E402
 from synthpeds_difficulty import color_histogram, euclidean  # noqa: E402
 
 from hf_reid.data import load_reid_dataset  # noqa: E402
@@ -102,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, list[float]] = {}
     for seed in args.seeds:
         for name, run_args in RUNS.items():
-            slug = name.lower().replace(", ", "_").replace(" ", "_").replace("-", "")
             results, train = run_recipe(
                 "clip_reid",
                 args.config,
-                args.output_dir / f"{slug}_seed{seed}",
+                args.output_dir / run_folder(name, seed),
                 seed,
                 [*run_args, *args.extra],
             )

@@ -65,16 +65,20 @@ def run_recipe(
 
 
 def run_recipes(runs: list[RecipeRun], jobs: int = 1) -> list[tuple[dict, dict]]:
-    """:func:`run_recipe` for every run, ``jobs`` at a time (each with ``cores // jobs`` threads);
-    results in the order of ``runs``. Runs that share the cores report longer times than alone."""
-    if jobs <= 1:
-        return [run_recipe(r.recipe, r.config, r.output_dir, r.seed, r.extra) for r in runs]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    """:func:`run_recipe` for every run, ``jobs`` at a time (with several, each gets ``cores //
+    jobs`` threads); results in the order of ``runs``. Runs that share the cores take longer."""
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [
             pool.submit(run_recipe, r.recipe, r.config, r.output_dir, r.seed, r.extra, threads) for r in runs
         ]
         return [future.result() for future in futures]
+
+
+def run_folder(name: str, seed: int) -> str:
+    """Folder name of a benchmark row's run: ``"ReText w/o structure", 1 -> retext_wo_structure_seed1``."""
+    slug = name.lower().replace("/", "").replace("+ ", "").replace(", ", "_").replace(" ", "_")
+    return f"{slug.replace('-', '')}_seed{seed}"
 
 
 def cell(values: list[float]) -> str:

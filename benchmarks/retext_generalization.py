@@ -39,7 +39,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "recipes"))
 
-from recipe_runs import RecipeRun, cell, run_recipes  # noqa: E402
+from recipe_runs import RecipeRun, cell, run_folder, run_recipes  # noqa: E402
 from synthpeds_difficulty import color_histogram, euclidean  # noqa: E402
 
 from hf_reid.data import load_reid_dataset  # noqa: E402
@@ -123,20 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = {name: ("retext", args.config, RUNS[name] + args.extra) for name in args.rows}
     if args.two_stage:
         clip_reid_config = ROOT / "recipes" / "configs" / "clip_reid_synthpeds.yaml"
-        runs["CLIP-ReID recipe, two-stage"] = ("clip_reid", clip_reid_config, two_stage_args(cfg))
+        clip_reid_args = two_stage_args(cfg)
+        runs["CLIP-ReID recipe, two-stage"] = ("clip_reid", clip_reid_config, clip_reid_args)
         runs["CLIP-ReID recipe, no prompts"] = (
             "clip_reid",
             clip_reid_config,
-            [*two_stage_args(cfg), "--stage1.enabled", "false"],
+            [*clip_reid_args, "--stage1.enabled", "false"],
         )
-    jobs = []
-    for seed in args.seeds:
-        for name, (recipe, config, run_args) in runs.items():
-            slug = name.lower().replace("/", "").replace("+ ", "").replace(", ", "_").replace(" ", "_")
-            slug = slug.replace("-", "")
-            jobs.append(
-                (name, RecipeRun(recipe, config, args.output_dir / f"{slug}_seed{seed}", seed, run_args))
-            )
+    jobs = [
+        (name, RecipeRun(recipe, config, args.output_dir / run_folder(name, seed), seed, run_args))
+        for seed in args.seeds
+        for name, (recipe, config, run_args) in runs.items()
+    ]
     seconds: dict[str, list[float]] = {}
     for (name, _), (results, train) in zip(
         jobs, run_recipes([job for _, job in jobs], args.jobs), strict=True

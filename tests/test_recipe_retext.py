@@ -308,15 +308,15 @@ def test_each_part_trains_at_its_own_rate(recipe):
         "mask_token": 3e-4,
         "head.": 4e-4,
     }
+    momentum = [p for name, p in model.named_parameters() if name.startswith("momentum_encoder")]
+    assert momentum and not any(p.requires_grad for p in momentum)
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             assert id(parameter) not in rate, name
             continue
-        prefix = next(p for p in expected if name.startswith(p))
+        prefix = next((p for p in expected if name.startswith(p)), None)
+        assert prefix is not None, f"{name} is trainable but belongs to no known part"
         assert rate[id(parameter)] == pytest.approx(expected[prefix]), name
-    assert not any(
-        name.startswith("momentum_encoder") for name, p in model.named_parameters() if id(p) in rate
-    )
 
 
 def test_bad_caption_data_is_reported(recipe, inputs, tmp_path, caplog):
