@@ -40,7 +40,8 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Render SynthPeds (procedural pedestrian crops) into DIR: Market-1501-style domains "
             "synthpeds_d0.. (the last one is the held-out target domain), ltcc, sysu_mm01, "
-            "mlr_cuhk03, captions and pretrain, plus synthpeds_meta.json (ground truth) and a README."
+            "mlr_cuhk03, captions and pretrain, plus synthpeds_meta.json (ground truth), a README and "
+            "synthpeds_manifest.json (every file written; arrives last, when the run is complete)."
         ),
     )
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
@@ -57,7 +58,15 @@ def add_synth_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated subset of {','.join(LAYOUT_NAMES)} (default: all)",
     )
     parser.add_argument("--num-workers", type=int, default=2, help="rendering processes (default: 2)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing SynthPeds run in --out")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=(
+            "replace the SynthPeds run in --out: removes only what its synthpeds_manifest.json lists, "
+            "and refuses (changing nothing) when the new run would replace or mix with entries "
+            "SynthPeds did not write"
+        ),
+    )
     parser.add_argument(
         "--preview", type=Path, default=None, help="also save a PNG contact sheet of samples here"
     )

@@ -2,10 +2,12 @@
 single-camera images, trained jointly on Re-ID, image–text matching and text-guided image
 reconstruction.
 
-    accelerate launch recipes/retext.py --config recipes/configs/retext_synthpeds.yaml \\
-        --output_dir runs/retext_synthpeds [--resume] [--optim.epochs 10] [--push_to_hub]
+    accelerate launch recipes/retext.py         # SynthPeds + SynthCLIP, writes runs/retext
+    accelerate launch recipes/retext.py --config recipes/configs/retext_p2_market1501.yaml \\
+        --output_dir runs/retext_p2 [--resume] [--optim.epochs 10] [--push_to_hub]
 
 The same script runs under ``python``, ``accelerate launch`` on one CPU and on several GPUs.
+Without ``--config`` it trains on its embedded default, ``configs/retext_synthpeds.yaml``.
 
 1. Data: the multi-camera source domains (pooled, relabelled) and the captioned single-camera
    set (``captions`` layout: CUHK-PEDES-style JSON; SynthPeds writes one), plus the evaluation
@@ -27,13 +29,9 @@ The same script runs under ``python``, ``accelerate launch`` on one CPU and on s
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,47 +39,27 @@ import torch
 from datasets import Dataset, Image
 from torch.utils.data import DataLoader
 
-from hf_reid.data import (
-    CaptionCollator,
-    PKSampler,
-    ReidCollator,
-    ReidTestTransform,
-    ReidTrainTransform,
-    ReidTransformConfig,
-    caption_statistics,
-    load_reid_dataset,
-    relabel,
-)
-from hf_reid.hub import CardInfo, push_run_to_hub, write_model_card
-from hf_reid.models import ReTextModel, build_reid_image_processor
+from hf_reid.data import CaptionCollator, ReidCollator, caption_statistics, load_reid_dataset, relabel
+from hf_reid.models import ReTextConfig, ReTextModel
 from hf_reid.synthclip import SYNTHCLIP_NAME, resolve_clip_path
 from hf_reid.tokenization import load_tokenizer
 from hf_reid.training import (
     ConfigError,
-    DataArgs,
-    EvalArgs,
-    StageRunner,
-    TrainArgs,
+    RecipeConfig,
+    RecipeRun,
     build_optimizer,
     build_scheduler,
-    create_accelerator,
-    evaluate_domains,
     gather_with_grad,
-    load_data,
-    parse_recipe_args,
-    prepare_synthpeds,
-    save_config,
+    model_config_kwargs,
+    recipe_cli,
     set_sampler_epoch,
-    set_seed,
-    setup_logging,
-    sync_buffers,
 )
 
 logger = logging.getLogger("hf_reid.recipes.retext")
 
-SYNTHCLIP_HUB_ID = "hf-reid/synthclip"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "retext_synthpeds.yaml"
+"""The embedded default: SynthPeds (generated on first use) and the shipped SynthCLIP."""
 STAGE = "retext"
-HUB_IGNORE = ["checkpoints/*", "logs/*", "*.tmp"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,16 +135,13 @@ class OptimArgs:
 
 
 @dataclass
-class ReTextRecipeConfig:
-    """Everything a ReText run depends on; ``config.yaml`` in the run folder reproduces it."""
+class ReTextRecipeConfig(RecipeConfig):
+    """A ReText run: the shared sections (seed, data, train, eval), the model, the captioned
+    single-camera set and the optimiser (one stage)."""
 
-    seed: int = 0
     model: ModelArgs = field(default_factory=ModelArgs)
-    data: DataArgs = field(default_factory=DataArgs)
     captions: CaptionArgs = field(default_factory=CaptionArgs)
     optim: OptimArgs = field(default_factory=OptimArgs)
-    train: TrainArgs = field(default_factory=TrainArgs)
-    eval: EvalArgs = field(default_factory=EvalArgs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -219,18 +194,14 @@ class MixedBatches:
 # ------------------------------------------------------------------------------------------------
 # Model and loss
 # ------------------------------------------------------------------------------------------------
-NOT_CONFIG_FIELDS = ("clip_name_or_path", "text_encoder_name_or_path", "image_size", "gradient_checkpointing")
-
-
 def build_model(args: ModelArgs, num_classes: int) -> ReTextModel:
-    """ReText from a CLIP checkpoint; every other ``model.*`` field is a ``ReTextConfig`` field."""
-    config_fields = {f.name: getattr(args, f.name) for f in fields(args) if f.name not in NOT_CONFIG_FIELDS}
+    """ReText from a CLIP checkpoint; every ``model.*`` field that is a ``ReTextConfig`` field goes
+    to the config."""
     return ReTextModel.from_clip_pretrained(
         resolve_clip_path(args.clip_name_or_path),
         num_classes=num_classes,
-        image_size=tuple(args.image_size),
         text_encoder_name_or_path=args.text_encoder_name_or_path,
-        **config_fields,
+        **model_config_kwargs(args, ReTextConfig),
     )
 
 
@@ -293,28 +264,17 @@ def build_retext_optimizer(model: ReTextModel, args: OptimArgs) -> torch.optim.O
 # Run
 # ------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the recipe; returns ``{domain name: metrics}`` (the content of ``eval_results.json``)."""
-    cfg, args = parse_recipe_args(ReTextRecipeConfig, argv, description=__doc__.splitlines()[0])
-    output_dir = Path(args.output_dir)
-    accelerator = create_accelerator(
-        output_dir,
-        seed=cfg.seed,
-        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        mixed_precision=cfg.train.mixed_precision,
+    """Run the recipe; returns ``{evaluation name: metrics}`` (the content of ``eval_results.json``)."""
+    run = RecipeRun.start(
+        ReTextRecipeConfig, argv, method="retext", default_config=DEFAULT_CONFIG, description=__doc__
     )
-    setup_logging(accelerator, log_file=output_dir / "train.log")
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        save_config(cfg, output_dir / "config.yaml")
-    started = time.perf_counter()
+    cfg, accelerator = run.cfg, run.accelerator
     mode = cfg.captions.mode
 
     # 1. Data ------------------------------------------------------------------------------------
     synth_captions = cfg.data.synthpeds is not None and mode != "none"
+    data = run.load_data(extra_synthpeds_layouts=["captions"] if synth_captions else [])
     with accelerator.main_process_first():
-        if accelerator.is_main_process:
-            prepare_synthpeds(cfg.data, extra_layouts=["captions"] if synth_captions else [])
-        data = load_data(cfg.data)
         captions = load_captions(cfg.captions)
     num_captioned = len(set(captions["label"])) if captions is not None else 0
     num_classes = data.num_classes + (num_captioned if mode == "identities" else 0)
@@ -329,51 +289,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         model.set_trainable(text=False, reconstruction=False)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    processor = build_reid_image_processor(model.config.image_size)
-    test_transform = ReidTestTransform(ReidTransformConfig.from_image_processor(processor))
-    train_transform = ReidTrainTransform(
-        ReidTransformConfig.from_image_processor(
-            processor, flip_p=cfg.data.flip_p, pad=cfg.data.pad, random_erasing_p=cfg.data.random_erasing_p
-        )
-    )
+    processor, train_transform, test_transform = run.image_transforms(model.config.image_size)
     caption_stats = None
     if captions is not None and mode == "text":
         caption_stats = caption_statistics(captions, tokenizer, model.config.max_text_length)
 
     # 3. Training --------------------------------------------------------------------------------
-    multi_sampler = PKSampler(
-        data.train["label"], p=cfg.data.p, k=cfg.data.k, seed=cfg.seed, num_replicas=accelerator.num_processes
-    )
-    multi_loader = DataLoader(
-        data.train,
-        batch_size=multi_sampler.batch_size,
-        sampler=multi_sampler,
-        collate_fn=ReidCollator(train_transform, columns=["labels"], seed=cfg.seed),
-        num_workers=cfg.data.num_workers,
-    )
+    multi_loader = run.pk_loader(data.train, ReidCollator(train_transform, columns=["labels"], seed=cfg.seed))
     caption_loader = None
     if captions is not None:
-        caption_sampler = PKSampler(
-            captions["label"],
-            p=cfg.captions.p,
-            k=cfg.captions.k,
-            seed=cfg.seed + 1,
-            num_replicas=accelerator.num_processes,
-        )
         image_collator = ReidCollator(
             train_transform, columns=["labels", "captions"] if mode == "text" else ["labels"], seed=cfg.seed
         )
-        collate = (
+        caption_loader = run.pk_loader(
+            captions,
             CaptionCollator(image_collator, tokenizer, model.config.max_text_length, seed=cfg.seed)
             if mode == "text"
-            else image_collator
-        )
-        caption_loader = DataLoader(
-            captions,
-            batch_size=caption_sampler.batch_size,
-            sampler=caption_sampler,
-            collate_fn=collate,
-            num_workers=cfg.data.num_workers,
+            else image_collator,
+            p=cfg.captions.p,
+            k=cfg.captions.k,
+            seed=cfg.seed + 1,
         )
 
     optimizer = build_retext_optimizer(model, cfg.optim)
@@ -390,116 +325,49 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if caption_loader is not None:
         caption_loader = accelerator.prepare(caption_loader)
     unwrapped: ReTextModel = accelerator.unwrap_model(model)
-    runner = StageRunner(
-        accelerator,
-        output_dir,
-        [STAGE],
-        seed=cfg.seed,
-        checkpoint_every=cfg.train.checkpoint_every,
-        total_limit=cfg.train.checkpoint_total_limit,
-        resume=args.resume,
-        log_every=cfg.train.log_every,
-        progress_bar=cfg.train.progress_bar,
-    )
+    runner = run.stage_runner([STAGE])
     gather = gather_with_grad if accelerator.num_processes > 1 else None
-    stage_start = time.perf_counter()
-    runner.train_stage(
-        STAGE,
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        dataloader=MixedBatches(multi_loader, caption_loader),
-        compute_loss=retext_loss_fn(model, mode, data.num_classes, gather),
-        epochs=cfg.optim.epochs,
-        max_grad_norm=cfg.optim.max_grad_norm,
-        on_optimizer_step=lambda state: unwrapped.momentum_update(),
-    )
-    timings = {"train_seconds": time.perf_counter() - stage_start}
+    with run.timed("train"):
+        runner.train_stage(
+            STAGE,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            dataloader=MixedBatches(multi_loader, caption_loader),
+            compute_loss=retext_loss_fn(model, mode, data.num_classes, gather),
+            epochs=cfg.optim.epochs,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            on_optimizer_step=lambda state: unwrapped.momentum_update(),
+        )
 
-    # 4. Evaluation ------------------------------------------------------------------------------
-    stage_start = time.perf_counter()
-    sync_buffers(unwrapped, accelerator)
-    results = evaluate_domains(
+    # 4. Save (with the diffusers head in reconstruction_head/), evaluate, results and model card -
+    run.save_model(
+        unwrapped,
+        processor,
+        tokenizer,
+        datasets=[cfg.data.layout, cfg.captions.layout],
+        card_extra={"caption_mode": mode},
+    )
+    results = run.evaluate(
         data.eval_sets,
         lambda batch: unwrapped.get_image_embeddings(batch["pixel_values"]),
         model=unwrapped,
         transform=test_transform,
-        data_args=cfg.data,
-        eval_args=cfg.eval,
         normalize=cfg.model.feature_norm,
-        output_dir=output_dir,
-        accelerator=accelerator,
-        progress_bar=cfg.train.progress_bar,
     )
-    timings["eval_seconds"] = time.perf_counter() - stage_start
-    timings["total_seconds"] = time.perf_counter() - started
-
-    # 5. Save, model card, push ------------------------------------------------------------------
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        train_results = {
-            **{k: round(v, 2) for k, v in timings.items()},
-            "steps": runner.state.global_step,
-            "num_train_images": len(data.train),
-            "num_identities": data.num_classes,
-            "num_captioned_images": len(captions) if captions is not None else 0,
-            "num_captioned_identities": num_captioned,
-            "caption_mode": mode,
-            "num_processes": accelerator.num_processes,
-        }
-        if caption_stats is not None:
-            train_results["captions"] = caption_stats.to_dict()
-        save_run(cfg, args, output_dir, unwrapped, processor, tokenizer, results, train_results)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    train_results = {
+        "steps": runner.state.global_step,
+        "num_train_images": len(data.train),
+        "num_identities": data.num_classes,
+        "num_captioned_images": len(captions) if captions is not None else 0,
+        "num_captioned_identities": num_captioned,
+        "caption_mode": mode,
+    }
+    if caption_stats is not None:
+        train_results["captions"] = caption_stats.to_dict()
+    run.finish(results, train_results=train_results)
     return results
 
 
-def save_run(cfg, args, output_dir: Path, model, processor, tokenizer, results, train_results) -> None:
-    """``save_pretrained`` of model (+ ``reconstruction_head/``), processor and tokenizer; results
-    files; model card; push."""
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (output_dir / "train_results.json").write_text(
-        json.dumps(train_results, indent=2) + "\n", encoding="utf-8"
-    )
-    logger.info("Run finished in %.0f s: %s", train_results["total_seconds"], json.dumps(train_results))
-
-    clip = cfg.model.clip_name_or_path
-    base_model = SYNTHCLIP_HUB_ID if clip == SYNTHCLIP_NAME else (None if os.path.isdir(clip) else clip)
-    repo_id = args.hub_model_id or f"hf-reid/{output_dir.resolve().name}"
-    write_model_card(
-        output_dir,
-        CardInfo(
-            method="retext",
-            model_id=repo_id,
-            base_model=base_model,
-            datasets=[cfg.data.layout, cfg.captions.layout],
-            extra={
-                "training_config": (output_dir / "config.yaml").read_text(encoding="utf-8"),
-                "caption_mode": cfg.captions.mode,
-                "train_results": train_results,
-            },
-        ),
-        {
-            name: {k: v for k, v in metrics.items() if isinstance(v, float)}
-            for name, metrics in results.items()
-        },
-    )
-    if args.push_to_hub:
-        url = push_run_to_hub(output_dir, repo_id, ignore_patterns=HUB_IGNORE)
-        logger.info("Pushed to %s", url)
-
-
-def cli() -> None:
-    """Command-line entry point: configuration mistakes end with a one-line error, not a traceback."""
-    try:
-        main()
-    except ConfigError as error:
-        sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
-
-
 if __name__ == "__main__":
-    cli()
+    recipe_cli(main)

@@ -120,10 +120,14 @@ def test_mlr_cuhk03_keeps_low_resolution_queries(tmp_path: Path, cache: Path) ->
 
 def test_synthpeds_domain_is_the_folder_name(tmp_path: Path, cache: Path) -> None:
     from hf_reid.data import load_synthpeds_domains
+    from hf_reid.data.synthetic.manifest import build_manifest, write_manifest
 
     spec = {"train": [(1, 1), (1, 9)], "query": [(2, 1)], "gallery": [(2, 12)]}
-    expected = {d: make_market(tmp_path / "out" / d, spec) for d in ("synthpeds_d0", "synthpeds_d1")}
-    domains = load_synthpeds_domains(tmp_path / "out", cache_dir=cache)
+    out = tmp_path / "out"
+    expected = {d: make_market(out / d, spec) for d in ("synthpeds_d0", "synthpeds_d1")}
+    files = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
+    write_manifest(build_manifest(files, complete=True, settings={}), out)  # as a complete SynthPeds run
+    domains = load_synthpeds_domains(out, cache_dir=cache)
     assert list(domains) == ["synthpeds_d0", "synthpeds_d1"]
     for domain, splits in domains.items():
         assert set(splits["train"]["domain"]) == {domain}

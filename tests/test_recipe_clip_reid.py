@@ -5,141 +5,55 @@ with errors that say what to fix."""
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import importlib.util
 import json
 import sys
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import pytest
 import torch
-from helpers_models import save_tiny_clip
-from huggingface_hub import HfApi, ModelCard
+from helpers_recipes import (
+    CONFIGS,
+    chance_map,
+    embed_split,
+    load_recipe,
+    make_clip_reid_inputs,
+    mean_ap,
+    patched_hub,
+    run_recipe,
+)
+from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel
 
-from hf_reid.data import generate_synthpeds, load_reid_dataset
-from hf_reid.data.synthetic.presets import PRESETS
-from hf_reid.metrics import compute_distance_matrix, evaluate_rank
+from hf_reid.data import load_reid_dataset
 from hf_reid.models import CLIPReIDModel
-from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state
+from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state, recipe_cli
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from training_toys import reset_accelerate_state
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "clip_reid.py"
-CONFIGS = ROOT / "recipes" / "configs"
 HUB_REPO = "org/clip-reid-tiny"
-
-# A small SynthPeds: two domains of 40 training and 24 test identities (about 200 images each).
-TEST_PRESET = dataclasses.replace(
-    PRESETS["tiny"], name="recipe_test", num_domains=2, train_ids=40, test_ids=24, images_per_camera=(1, 3)
-)
-
-TINY_CONFIG = """\
-seed: 0
-model:
-  clip_name_or_path: {clip}
-  image_size: [128, 64]
-data:
-  root: {data}
-  train_domains: [synthpeds_d0]
-  eval_domains: [synthpeds_d0]
-  p: 4
-  k: 4
-  pad: 0
-  random_erasing_p: 0.0
-  eval_batch_size: 64
-stage1:
-  epochs: 3
-  lr: 1.0e-3
-  warmup_epochs: 1
-stage2:
-  epochs: 20
-  lr: 1.0e-3
-  warmup_epochs: 1
-  milestones: [15]
-train:
-  checkpoint_every: 8
-  checkpoint_total_limit: 2
-  progress_bar: false
-eval:
-  ranked_list_queries: 4
-"""
-
-
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("clip_reid_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the config annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    return load_recipe()
+    return load_recipe("clip_reid")
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """The data, a tiny random CLIP checkpoint folder and the tiny config file."""
-    root = tmp_path_factory.mktemp("recipe_inputs")
-    generate_synthpeds(root / "synthpeds", preset=TEST_PRESET, seed=0, layouts=["market"], num_workers=1)
-    save_tiny_clip(root / "clip")
-    config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(clip=root / "clip", data=root / "synthpeds"))
-    return {"root": root, "config": config, "data": root / "synthpeds", "clip": root / "clip"}
+    return make_clip_reid_inputs(tmp_path_factory.mktemp("recipe_inputs"))
 
 
 def run(recipe, inputs, output_dir, *extra) -> dict:
-    reset_accelerate_state()
-    try:
-        return recipe.main(["--config", str(inputs["config"]), "--output_dir", str(output_dir), *extra])
-    finally:
-        reset_accelerate_state()
+    return run_recipe(recipe, inputs["config"], output_dir, *extra)
 
 
 @pytest.fixture(scope="module")
 def trained(recipe, inputs, tmp_path_factory):
     """One full run with --push_to_hub, HfApi.create_repo / upload_folder patched (no Hub here)."""
     output_dir = tmp_path_factory.mktemp("run")
-    calls = {}
-
-    def fake_create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-
-    def fake_upload_folder(self, **kwargs):
-        calls["upload_folder"] = kwargs
-        return mock.MagicMock(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/1")
-
-    with (
-        mock.patch.object(HfApi, "create_repo", fake_create_repo),
-        mock.patch.object(HfApi, "upload_folder", fake_upload_folder),
-    ):
+    with patched_hub() as calls:
         results = run(recipe, inputs, output_dir, "--push_to_hub", "--hub_model_id", HUB_REPO)
     return {"dir": output_dir, "results": results, "hub": calls}
-
-
-def embed_split(model, processor, split) -> torch.Tensor:
-    """Embeddings of a split's images through ``processor`` (an image processor) and ``model``."""
-    pixels = processor(images=list(split["image"]), return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        return model(pixel_values=pixels).embeddings
-
-
-def mean_ap(query_feats, gallery_feats, query, gallery) -> float:
-    distmat = compute_distance_matrix(query_feats, gallery_feats, "euclidean")
-    return evaluate_rank(
-        distmat,
-        np.array(query["pid"]),
-        np.array(gallery["pid"]),
-        np.array(query["camid"]),
-        np.array(gallery["camid"]),
-    ).mAP
 
 
 # ------------------------------------------------------------------------------------------------
@@ -169,18 +83,7 @@ def test_run_learns_far_above_chance_and_the_untrained_model(trained, inputs):
     splits = load_reid_dataset("synthpeds", inputs["data"] / "synthpeds_d0")
     query, gallery = splits["query"], splits["gallery"]
     trained_map = trained["results"]["SynthPeds d0"]["mAP"]
-    generator = torch.Generator().manual_seed(0)
-    chance = np.mean(
-        [
-            mean_ap(
-                torch.randn(len(query), 16, generator=generator),
-                torch.randn(len(gallery), 16, generator=generator),
-                query,
-                gallery,
-            )
-            for _ in range(10)
-        ]
-    )
+    chance = chance_map(query, gallery)
     untrained = CLIPReIDModel.from_clip_pretrained(
         inputs["clip"], num_classes=40, image_size=(128, 64)
     ).eval()
@@ -360,7 +263,7 @@ def test_config_unknown_key_and_wrong_type(recipe, inputs, tmp_path):
         mock.patch.object(sys, "argv", ["clip_reid.py", "--config", str(bad), "--output_dir", str(tmp_path)]),
         pytest.raises(SystemExit) as exit_info,
     ):
-        recipe.cli()
+        recipe_cli(recipe.main)
     assert str(exit_info.value).startswith("clip_reid.py: error: ") and "stage2.lr" in str(exit_info.value)
 
 

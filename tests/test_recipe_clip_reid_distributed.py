@@ -10,18 +10,15 @@ unchanged; a small probe script records what each process did.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
-import numpy as np
 import pytest
-import torch
-from test_recipe_clip_reid import RECIPE, inputs, mean_ap  # noqa: F401 - `inputs` is a fixture
+from helpers_recipes import RECIPES, chance_map, launch_two_processes, make_clip_reid_inputs
 
 from hf_reid.data import load_reid_dataset
 from hf_reid.training import list_checkpoints
+
+RECIPE = RECIPES / "clip_reid.py"
 
 PROBE = textwrap.dedent(
     f"""
@@ -83,45 +80,30 @@ PROBE = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_clip_reid_inputs(tmp_path_factory.mktemp("recipe_inputs"))
+
+
 @pytest.mark.slow
-def test_two_processes_shard_identities_gather_for_mining_and_learn(inputs, tmp_path):  # noqa: F811
+def test_two_processes_shard_identities_gather_for_mining_and_learn(inputs, tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE)
     output_dir = tmp_path / "run"
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        "1",
-        str(probe),
-        "--config",
-        str(inputs["config"]),
-        "--output_dir",
-        str(output_dir),
-        # 2 identities x 4 images per process: the same global batch (P=4) as the 1-process run
-        "--data.p",
-        "2",
-        "--eval.plots",
-        "false",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = launch_two_processes(
+        probe,
+        [
+            "--config",
+            str(inputs["config"]),
+            "--output_dir",
+            str(output_dir),
+            # 2 identities x 4 images per process: the same global batch (P=4) as the 1-process run
+            "--data.p",
+            "2",
+            "--eval.plots",
+            "false",
+        ],
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     ranks = [json.loads((output_dir / f"probe_rank{r}.json").read_text()) for r in range(2)]
 
@@ -144,17 +126,4 @@ def test_two_processes_shard_identities_gather_for_mining_and_learn(inputs, tmp_
 
     # it learns: held-out identities are found far above chance
     splits = load_reid_dataset("synthpeds", inputs["data"] / "synthpeds_d0")
-    query, gallery = splits["query"], splits["gallery"]
-    generator = torch.Generator().manual_seed(0)
-    chance = np.mean(
-        [
-            mean_ap(
-                torch.randn(len(query), 16, generator=generator),
-                torch.randn(len(gallery), 16, generator=generator),
-                query,
-                gallery,
-            )
-            for _ in range(10)
-        ]
-    )
-    assert ranks[0]["results"]["SynthPeds d0"]["mAP"] > 2.0 * chance
+    assert ranks[0]["results"]["SynthPeds d0"]["mAP"] > 2.0 * chance_map(splits["query"], splits["gallery"])

@@ -6,31 +6,20 @@ runs the ablation modes, and reports bad caption data."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 from helpers_models import save_tiny_clip, tiny_clip_config
-from huggingface_hub import HfApi, ModelCard
+from helpers_recipes import CONFIGS, chance_map, embed_split, load_recipe, mean_ap, patched_hub, run_recipe
+from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel
 
 from hf_reid.data import generate_synthpeds, load_reid_dataset
 from hf_reid.data.synthetic.presets import PRESETS
-from hf_reid.metrics import compute_distance_matrix, evaluate_rank
 from hf_reid.models import ReTextConfig, ReTextModel
 from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state
 
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from training_toys import reset_accelerate_state
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "recipes" / "retext.py"
-CONFIGS = ROOT / "recipes" / "configs"
 HUB_REPO = "org/retext-tiny"
 
 # Two source domains of 40 training identities and one test domain, plus 40 captioned identities.
@@ -78,17 +67,9 @@ eval:
 """
 
 
-def load_recipe():
-    spec = importlib.util.spec_from_file_location("retext_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the config annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def recipe():
-    return load_recipe()
+    return load_recipe("retext")
 
 
 @pytest.fixture(scope="module")
@@ -104,44 +85,16 @@ def inputs(tmp_path_factory):
 
 
 def run(recipe, inputs, output_dir, *extra) -> dict:
-    reset_accelerate_state()
-    try:
-        return recipe.main(["--config", str(inputs["config"]), "--output_dir", str(output_dir), *extra])
-    finally:
-        reset_accelerate_state()
+    return run_recipe(recipe, inputs["config"], output_dir, *extra)
 
 
 @pytest.fixture(scope="module")
 def trained(recipe, inputs, tmp_path_factory):
     """One full ReText run with --push_to_hub, HfApi.create_repo / upload_folder patched."""
     output_dir = tmp_path_factory.mktemp("retext_run")
-    calls = {}
-
-    def fake_create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-
-    def fake_upload_folder(self, **kwargs):
-        calls["upload_folder"] = kwargs
-        return mock.MagicMock(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/1")
-
-    with (
-        mock.patch.object(HfApi, "create_repo", fake_create_repo),
-        mock.patch.object(HfApi, "upload_folder", fake_upload_folder),
-    ):
+    with patched_hub() as calls:
         results = run(recipe, inputs, output_dir, "--push_to_hub", "--hub_model_id", HUB_REPO)
     return {"dir": output_dir, "results": results, "hub": calls}
-
-
-def embed_split(model, processor, split) -> torch.Tensor:
-    pixels = processor(images=list(split["image"]), return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        return model.get_image_embeddings(pixels)
-
-
-def mean_ap(query_feats, gallery_feats, query, gallery) -> float:
-    distmat = compute_distance_matrix(query_feats, gallery_feats, "euclidean")
-    ids = [np.array(split[c]) for split in (query, gallery) for c in ("pid", "camid")]
-    return evaluate_rank(distmat, ids[0], ids[2], ids[1], ids[3]).mAP
 
 
 def test_shipped_configs_load(recipe):
@@ -157,19 +110,7 @@ def test_shipped_configs_load(recipe):
 @pytest.mark.slow
 def test_run_learns_all_losses_and_generalizes_above_chance(trained, inputs):
     splits = load_reid_dataset("synthpeds", inputs["data"] / "synthpeds_d2")
-    query, gallery = splits["query"], splits["gallery"]
-    generator = torch.Generator().manual_seed(0)
-    chance = np.mean(
-        [
-            mean_ap(
-                torch.randn(len(query), 16, generator=generator),
-                torch.randn(len(gallery), 16),
-                query,
-                gallery,
-            )
-            for _ in range(10)
-        ]
-    )
+    chance = chance_map(splits["query"], splits["gallery"])
     trained_map = trained["results"]["SynthPeds d2"]["mAP"]
     assert trained_map > 2.0 * chance, (trained_map, chance)
     history = read_trainer_state(list_checkpoints(trained["dir"])[-1][0]).log_history

@@ -58,7 +58,7 @@ def test_cli_writes_every_layout_of_the_tiny_preset(tiny_run):
     assert meta["layouts"] == list(LAYOUT_NAMES)
     expected = {*meta["domains"], "ltcc", "sysu_mm01", "mlr_cuhk03", "captions", "pretrain"}
     assert set(meta["counts"]) == expected
-    assert {p.name for p in out.iterdir()} == expected | {META_FILE, "README.md"}
+    assert {p.name for p in out.iterdir()} == expected | {META_FILE, "README.md", "synthpeds_manifest.json"}
     assert 1000 <= meta["num_images"] <= 2000
     assert meta["held_out_domain"] == meta["domains"][-1]
     card = (out / "README.md").read_text()

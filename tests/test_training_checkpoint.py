@@ -3,15 +3,11 @@ uninterrupted run, and a crash while saving never leaves a checkpoint that resum
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-
 from training_toys import (
     PKBatchSampler,
     ToyEmbedder,

@@ -9,47 +9,17 @@ is the stand-in in tests/scripts/training_toys.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers_recipes import launch_two_processes
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_triplet.py"
 
 
 @pytest.mark.slow
 def test_two_process_triplet_training_gathers_and_learns(tmp_path):
-    env = {
-        **os.environ,
-        "ACCELERATE_USE_CPU": "1",
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--num_cpu_threads_per_process",
-        "1",
-        str(SCRIPT),
-        "--output_dir",
-        str(tmp_path),
-        "--epochs",
-        "8",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    done = launch_two_processes(SCRIPT, ["--output_dir", str(tmp_path), "--epochs", "8"], timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-
 from training_toys import ToyEmbedder, reset_accelerate_state
 
 from hf_reid.training import (

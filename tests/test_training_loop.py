@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-
 from training_toys import reset_accelerate_state
 
 from hf_reid.training import (
@@ -298,5 +293,74 @@ def test_runner_errors(tmp_path):
         runner.train_stage("c", optimizer=optimizer, **common)
     with pytest.raises(FloatingPointError, match=r"Stage 'a', epoch 1, step 1: the loss is nan"):
         runner.train_stage("a", optimizer=optimizer, **common)
-    with pytest.raises(ValueError, match="distinct names"):
-        StageRunner(accelerator, tmp_path, ["a", "a"])
+    with pytest.raises(ValueError, match="stage names"):
+        StageRunner(accelerator, tmp_path, ["a", ""])
+    with pytest.raises(ValueError, match="continues 'b', which is not an earlier stage"):
+        StageRunner(accelerator, tmp_path, ["a", "b"], progress_bar=False).train_stage(
+            "a", optimizer=optimizer, continues="b", **common
+        )
+
+
+class EpochRecorder:
+    """A sampler-side object that records the data epochs the runner announces."""
+
+    def __init__(self):
+        self.epochs: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+def test_a_stage_continues_another_stages_schedule_and_a_stage_is_re_entered(tmp_path):
+    """Stages a, b, b (re-entered), c; c continues a's optimizer and epoch-stepped schedule
+    (CLIP-FGDI's last stage): its learning rates follow the schedule from where a stopped, and its data epochs
+    continue a's count. A resume from a checkpoint inside c restores every earlier stage and ends
+    with the same weights."""
+    data = regression_data()
+
+    def build():
+        reset_accelerate_state()
+        model = nn.Linear(3, 1)
+        accelerator = create_accelerator(tmp_path, seed=0)
+        optimizer = build_optimizer(model, "sgd", lr=0.1, momentum=0.0)
+        scheduler = build_scheduler(optimizer, "multistep", milestones=(2, 4), gamma=0.5)
+        loader = DataLoader(data, batch_size=6)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        return model, accelerator, optimizer, scheduler, loader
+
+    def run(resume=None, epochs_of_c=3):
+        model, accelerator, optimizer, scheduler, loader = build()
+        runner = StageRunner(
+            accelerator, tmp_path, ["a", "b", "b", "c"], checkpoint_every=2, resume=resume, progress_bar=False
+        )
+        recorder = EpochRecorder()
+        loader.set_epoch = recorder.set_epoch
+        lrs = []
+
+        def loss(batch):
+            lrs.append((runner.state.stage, runner.state.stage_index, optimizer.param_groups[0]["lr"]))
+            return nn.functional.mse_loss(model(batch[0]), batch[1]), {}
+
+        common = {"model": model, "dataloader": loader, "compute_loss": loss}
+        runner.train_stage("a", optimizer=optimizer, scheduler=scheduler, epochs=2, **common)
+        other = accelerator.prepare(build_optimizer(model, "sgd", lr=0.01, momentum=0.0))
+        runner.train_stage("b", optimizer=other, epochs=1, **common)
+        runner.train_stage("b", optimizer=other, epochs=1, **common)  # re-entered: a stage of its own
+        runner.train_stage(
+            "c", optimizer=optimizer, scheduler=scheduler, epochs=epochs_of_c, continues="a", **common
+        )
+        return model, recorder.epochs, lrs
+
+    model, epochs, lrs = run()
+    # a: epochs 0, 1; b: 0; b again: 0; c continues a: 2, 3, 4
+    assert epochs == [0, 1, 0, 0, 2, 3, 4]
+    c_lrs = [lr for stage, index, lr in lrs if index == 3]
+    assert c_lrs[::4] == pytest.approx([0.05, 0.05, 0.025])  # a ended at schedule epoch 2
+    weights = model.weight.detach().clone()
+    # killed inside c: resume from its first checkpoint (stage index 3, mid-stage)
+    from hf_reid.training import list_checkpoints
+
+    inside_c = [p for p, s in list_checkpoints(tmp_path) if s.stage_index == 3 and not s.stage_completed]
+    resumed, epochs, _ = run(resume=str(inside_c[0]))
+    assert torch.equal(resumed.weight.detach(), weights)
+    assert epochs[-1] == 4

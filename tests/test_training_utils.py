@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-
 from training_toys import reset_accelerate_state
 
 from hf_reid.training import create_accelerator, gather_with_grad, set_seed, setup_logging

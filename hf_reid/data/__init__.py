@@ -16,9 +16,13 @@ from .loading import (
     reid_layout_names,
     reid_layout_options,
 )
+from .protocols import NO_CAMERAS, STANDARD, EvalProtocol
 
 __all__ += [
+    "NO_CAMERAS",
+    "STANDARD",
     "SYSU_MM01_CAMERA_GROUPS",
+    "EvalProtocol",
     "ReidBuilder",
     "ReidBuilderConfig",
     "ReidDataError",

@@ -20,7 +20,8 @@ import datasets
 
 from .features import REID_FEATURES
 from .layouts import BUILTIN_LAYOUTS, ReidBuilder
-from .layouts.base import layout_option_names
+from .layouts.base import ReidDataError, layout_option_names
+from .synthetic.manifest import MANIFEST_FILE, complete_domains, run_problem
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,10 @@ def load_reid_dataset(
 
     Returns:
         ``DatasetDict`` with ``train``, ``query`` and ``gallery`` (train only for cuhk_sysu and
-        captions) and exactly the columns of :data:`hf_reid.data.REID_FEATURES`.
+        captions) and exactly the columns of :data:`hf_reid.data.REID_FEATURES`. Its attribute
+        ``protocol`` is the layout's :class:`~hf_reid.data.protocols.EvalProtocol` under these
+        options: how recipe evaluation ranks the query against the gallery (it is not kept by
+        ``DatasetDict`` methods that return a new dict, such as ``map``).
     """
     builder_class = get_reid_layout(name)
     valid = layout_option_names(builder_class.BUILDER_CONFIG_CLASS)
@@ -120,6 +124,7 @@ def load_reid_dataset(
                 f"Layout {name!r} ({builder_class.__name__}) produced split {split!r} with columns "
                 f"{dataset.features} instead of hf_reid.data.REID_FEATURES."
             )
+    splits.protocol = builder.evaluation_protocol(splits)
     return splits
 
 
@@ -133,9 +138,21 @@ def load_synthpeds_domains(
     Returns ``{domain folder name: DatasetDict}`` in sorted order; ``domains`` picks a subset by
     folder name. Keyword arguments go to :func:`load_reid_dataset`. Pids restart in every domain,
     so pool training splits with ``hf_reid.data.concatenate_sources``, which relabels them.
+
+    Only a complete run is read: ``root`` must hold a complete ``synthpeds_manifest.json`` (or,
+    for a run of an earlier hf_reid, ``synthpeds_meta.json``), and only the domains it lists are
+    available. Otherwise :class:`~hf_reid.data.ReidDataError` names ``root`` and the command
+    that regenerates it (an interrupted generation is never read).
     """
     root = Path(root)
-    available = sorted(p.name for p in root.glob("synthpeds_d*") if p.is_dir())
+    on_disk = sorted(p.name for p in root.glob("synthpeds_d*") if p.is_dir())
+    problem = run_problem(root) if on_disk or (root / MANIFEST_FILE).is_file() else None
+    if problem is not None:
+        raise ReidDataError(
+            f"load_synthpeds_domains: {root} does not hold a complete SynthPeds run: {problem[0]}."
+        )
+    listed = complete_domains(root) if on_disk else None
+    available = on_disk if listed is None else [d for d in on_disk if d in listed]
     if not available:
         raise FileNotFoundError(
             f"load_synthpeds_domains: no synthpeds_d* folders in {root}; write them with `hf-reid synth`."

@@ -255,8 +255,19 @@ class PKSampler(_BasePKSampler):
         super().__init__(seed, num_replicas, rank, drop_last)
         self.p = _check_positive_int(p, "p")
         self.k = _check_positive_int(k, "k")
-        groups = _group_by_label(_as_label_array(labels, "labels"))
-        self._schedule = _PKSchedule(groups, self.p * self.num_replicas, self.k, drop_last, "The dataset")
+        self.set_labels(labels)
+
+    def set_labels(self, labels: Any) -> None:
+        """Sample from new labels from the next epoch on (a pseudo-label method re-clusters every
+        epoch). Rows labelled below 0 (clustering outliers) are left out; the number of steps per
+        epoch follows the number of identities."""
+        array = _as_label_array(labels, "labels")
+        kept = np.flatnonzero(array >= 0)
+        groups = _group_by_label(array[kept])
+        groups = [kept[g] for g in groups] if len(kept) < len(array) else groups
+        self._schedule = _PKSchedule(
+            groups, self.p * self.num_replicas, self.k, self.drop_last, "The dataset"
+        )
         if self.num_steps == 0:
             raise ValueError(
                 f"PKSampler: {len(groups)} identities give no full step of {self.p * self.num_replicas} "

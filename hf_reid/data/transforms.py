@@ -5,13 +5,20 @@ time (PIL resize to H×W, then rescale by 1/255 and normalise), so training and 
 the same pixels. Everything after the resize runs on the whole batch at once, with random
 parameters drawn per sample, because per-image Python loops are what makes augmentation slow.
 
-Train pipeline (CLIP-ReID §0.3 by default; ReText adds grayscale and colour jitter):
-resize → random grayscale → colour jitter → horizontal flip → pad + random crop → normalise →
-random erasing. Up to the normalisation the batch stays uint8 (colour operations convert the
-chosen images to float and round back, as the same operations on PIL images do), which keeps the
-memory traffic low. The colour operations come before padding so that the padding stays black,
-and the erasing comes after normalisation, as timm's ``RandomErasing(mode="pixel")`` does (the
-erased box is filled with standard-normal noise, per pixel and channel, in normalised units).
+Train pipeline (CLIP-ReID §0.3 by default; ReText adds grayscale and colour jitter; CLIP-FGDI
+adds AugMix and instance normalisation):
+resize → random grayscale → colour jitter → horizontal flip → pad + random crop → AugMix →
+normalise (mean/std or per-image instance norm) → random erasing. Up to the normalisation the
+batch stays uint8 (colour operations convert the chosen images to float and round back, as the
+same operations on PIL images do), which keeps the memory traffic low. By default the colour
+jitter comes before padding so that the padding stays black (``jitter_after_crop=True`` moves it
+after the crop, where torchvision pipelines such as CLIP-FGDI's list it), and the erasing comes
+after normalisation, as timm's ``RandomErasing(mode="pixel")`` does (the erased box is filled with
+standard-normal noise, per pixel and channel, in normalised units).
+
+AugMix (Hendrycks et al., ICLR 2020) is implemented on the batch in torch: see :func:`augmix` for
+the operations and how they map to the PIL reference. Every new option defaults to off, and an
+option that is off draws no random numbers, so the default pipeline is unchanged draw for draw.
 
 All random draws come from the optional ``generator`` argument (a ``torch.Generator``), so a seeded
 generator reproduces a batch exactly; without one, torch's global RNG is used (which DataLoader
@@ -25,18 +32,23 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import get_worker_info
 
 __all__ = [
+    "AUGMIX_OPS",
     "ReidTestTransform",
     "ReidTrainTransform",
     "ReidTransformConfig",
+    "augmix",
+    "augmix_mixing_weights",
     "color_jitter",
+    "instance_normalize",
     "normalize",
     "random_erasing",
     "random_flip_and_crop",
@@ -54,6 +66,26 @@ _RESAMPLING = {
     "hamming": Image.Resampling.HAMMING,
 }
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+
+AUGMIX_OPS = (
+    "autocontrast",
+    "equalize",
+    "posterize",
+    "rotate",
+    "solarize",
+    "shear_x",
+    "shear_y",
+    "translate_x",
+    "translate_y",
+)
+"""The operations of the AugMix reference (``augmentations.augmentations``, which fast-reid's
+AugMix also uses): the reference leaves out colour, contrast, brightness and sharpness because
+they overlap the ImageNet-C corruptions AugMix is evaluated on; they also overlap the separate
+colour jitter here."""
+
+NORMALIZATIONS = ("mean_std", "instance")
+INSTANCE_NORM_EPS = 1e-5
+"""``nn.InstanceNorm2d``'s default epsilon, added to the (biased) per-channel variance."""
 
 Range = tuple[float, float]
 
@@ -95,6 +127,24 @@ class ReidTransformConfig:
     a strength ``h`` (shift drawn from ``[-h, h]`` of a full turn) or a ``(low, high)`` range.
     Unlike torchvision the four adjustments run in a fixed order (brightness, contrast,
     saturation, hue) rather than a random one.
+
+    AugMix (off by default, ``augmix_p=0``): with probability ``augmix_p`` per image,
+    ``augmix_width`` chains of ``augmix_depth`` operations (``<= 0``: a random depth 1..3 per
+    chain) from ``augmix_ops`` at ``augmix_severity`` (1..10) are mixed with Dirichlet weights
+    and blended with the image by a Beta draw, both of concentration ``augmix_alpha`` (see
+    :func:`augmix`). ``normalization="instance"`` standardises every image and channel on its
+    own (``nn.InstanceNorm2d(3)`` without affine, after rescaling to [0, 1]) instead of using
+    ``mean``/``std``; it applies to the train and the test transform.
+
+    CLIP-FGDI's training pipeline (its code, 224x224 input) is::
+
+        ReidTransformConfig(height=224, width=224, grayscale_p=0.1, pad=10, flip_p=0.4,
+                            color_jitter_p=0.1, brightness=0.15, contrast=0.1, saturation=0.05,
+                            hue=0.05, jitter_after_crop=True, augmix_p=0.6, random_erasing_p=0.0,
+                            normalization="instance")
+
+    (flip and crop commute; grayscale commutes with the zero padding, so its position does not
+    matter either.)
     """
 
     height: int = 256
@@ -113,6 +163,19 @@ class ReidTransformConfig:
     saturation: float | tuple[float, float] = 0.0
     hue: float | tuple[float, float] = 0.0
     grayscale_p: float = 0.0
+    jitter_after_crop: bool = False
+    """Apply the colour jitter after flip/pad/crop (so the padded border is jittered too), as
+    CLIP-FGDI's torchvision pipeline orders it; ``False`` keeps it before (the border stays black)."""
+    augmix_p: float = 0.0
+    augmix_width: int = 3
+    augmix_depth: int = 1
+    augmix_severity: int = 1
+    augmix_alpha: float = 0.1
+    """Dirichlet/Beta concentration of the AugMix mixing weights. 0.1 is fast-reid's default
+    (``aug_prob_coeff``), whose width 3 / depth 1 / severity 1 defaults are the values CLIP-FGDI
+    states; the AugMix paper uses 1.0."""
+    augmix_ops: tuple[str, ...] = AUGMIX_OPS
+    normalization: Literal["mean_std", "instance"] = "mean_std"
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -128,7 +191,7 @@ class ReidTransformConfig:
             raise ValueError(
                 f"ReidTransformConfig.interpolation {self.interpolation!r} is not one of {sorted(_RESAMPLING)}."
             )
-        for name in ("flip_p", "random_erasing_p", "color_jitter_p", "grayscale_p"):
+        for name in ("flip_p", "random_erasing_p", "color_jitter_p", "grayscale_p", "augmix_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(
                     f"ReidTransformConfig.{name} is a probability in [0, 1], got {getattr(self, name)}."
@@ -143,6 +206,25 @@ class ReidTransformConfig:
                 f"0 < low <= high, got {self.erasing_area} / {self.erasing_aspect}."
             )
         self.jitter_ranges()  # validates the four settings
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"ReidTransformConfig.normalization {self.normalization!r} is not one of {list(NORMALIZATIONS)}."
+            )
+        self.augmix_ops = tuple(self.augmix_ops)
+        unknown = sorted(set(self.augmix_ops) - set(AUGMIX_OPS))
+        if not self.augmix_ops or unknown:
+            raise ValueError(
+                f"ReidTransformConfig.augmix_ops must be a non-empty subset of {list(AUGMIX_OPS)}, "
+                f"got {list(self.augmix_ops)}."
+            )
+        if self.augmix_width < 1:
+            raise ValueError(f"ReidTransformConfig.augmix_width must be >= 1, got {self.augmix_width}.")
+        if not 1 <= self.augmix_severity <= 10:
+            raise ValueError(
+                f"ReidTransformConfig.augmix_severity must lie in 1..10, got {self.augmix_severity}."
+            )
+        if not self.augmix_alpha > 0:
+            raise ValueError(f"ReidTransformConfig.augmix_alpha must be > 0, got {self.augmix_alpha}.")
 
     def jitter_ranges(self) -> dict[str, Range]:
         """The colour-jitter settings as explicit ranges: factors for brightness, contrast and
@@ -278,6 +360,21 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     out = _empty_batch(x.shape, torch.float32).copy_(x)
     return out.mul_(scale / std_t).sub_(mean_t / std_t)
+
+
+def instance_normalize(x: torch.Tensor, eps: float = INSTANCE_NORM_EPS) -> torch.Tensor:
+    """Standardise every image and channel on its own: ``(x - mean) / sqrt(var + eps)``.
+
+    Equals ``nn.InstanceNorm2d(3)`` (no affine, biased variance) applied to the [0, 1] tensor
+    (uint8 input is rescaled by 1/255 first, as ``ToTensor`` does, so that ``eps`` has the same
+    weight). CLIP-FGDI normalises this way instead of with a dataset mean/std, at train and test
+    time. Returns a new contiguous float32 batch; a constant channel becomes 0.
+    """
+    out = _empty_batch(x.shape, torch.float32).copy_(x)
+    if x.dtype == torch.uint8:
+        out.mul_(1.0 / 255.0)
+    var, mean = torch.var_mean(out, dim=(2, 3), correction=0, keepdim=True)
+    return out.sub_(mean).div_(var.add_(eps).sqrt_())
 
 
 def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -438,6 +535,216 @@ def random_erasing(
     return x
 
 
+# --- AugMix ------------------------------------------------------------------------------------
+# The operations work on float batches holding 8-bit levels (integer values in [0, 255]), the
+# values the PIL images of the reference hold; every operation returns such levels again.
+
+
+def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.autocontrast`` (no cutoff): stretch each channel's [min, max] to [0, 255]
+    (PIL's lookup table truncates); a constant channel is left as is."""
+    n, channels, height, width = x.shape
+    levels = x.reshape(n * channels, height * width).long()
+    low = levels.amin(1, keepdim=True).numpy().astype(np.float64)
+    high = levels.amax(1, keepdim=True).numpy().astype(np.float64)
+    # PIL's table, with its double-precision rounding (numpy divides exactly; torch's scalar /
+    # tensor does not, which moves a few levels): int(level * scale + offset), clamped.
+    scale = 255.0 / np.maximum(high - low, 1.0)
+    offset = -low * scale
+    lut = np.clip(np.floor(np.arange(256.0) * scale + offset), 0.0, 255.0)
+    lut = np.where(high > low, lut, np.arange(256.0))
+    return torch.from_numpy(lut).gather(1, levels).to(x.dtype).view(n, channels, height, width)
+
+
+def _equalize(x: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.equalize`` per channel, with PIL's lookup table: ``step = (pixels - count of the
+    highest level present) // 255``; level i maps to ``(step // 2 + pixels below i) // step``;
+    a channel with ``step == 0`` (nearly constant) is left as is."""
+    n, channels, height, width = x.shape
+    levels = x.reshape(n * channels, height * width).long()
+    hist = torch.zeros(n * channels, 256, dtype=torch.long).scatter_add_(1, levels, torch.ones_like(levels))
+    last = 255 - (hist.flip(1) > 0).long().argmax(1, keepdim=True)
+    step = (height * width - hist.gather(1, last)) // 255
+    below = hist.cumsum(1) - hist
+    lut = ((step // 2 + below) // step.clamp_min(1)).clamp_(0, 255)
+    lut = torch.where(step > 0, lut, torch.arange(256).expand_as(lut))
+    return lut.gather(1, levels).to(x.dtype).view(n, channels, height, width)
+
+
+def _posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.posterize``: keep the top ``bits`` bits of each level (``bits`` per image)."""
+    size = torch.pow(2.0, 8 - bits.to(x.dtype)).view(-1, 1, 1, 1)
+    return (x / size).floor_().mul_(size)
+
+
+def _solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """``ImageOps.solarize``: invert the levels at or above ``threshold`` (per image)."""
+    return torch.where(x >= threshold.to(x.dtype).view(-1, 1, 1, 1), 255.0 - x, x)
+
+
+def _affine(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """PIL's ``Image.transform(size, AFFINE, (a, b, c, d, e, f), BILINEAR)`` on a batch.
+
+    ``matrix`` is (N, 6): output point (u, v) samples the input at ``(a*u + b*v + c, d*u + e*v +
+    f)`` in PIL's continuous coordinates (origin at the top-left corner, pixel centres at +0.5).
+    As in PIL, a point inside the image is interpolated bilinearly with the border pixels
+    replicated, and a point outside it reads 0 (black fill); the result is rounded to levels.
+    """
+    n, _, height, width = x.shape
+    u = torch.arange(width, dtype=x.dtype) + 0.5
+    v = torch.arange(height, dtype=x.dtype) + 0.5
+    a, b, c, d, e, f = (matrix[:, i].to(x.dtype).view(n, 1, 1) for i in range(6))
+    grid_u = a * u.view(1, 1, width) + b * v.view(1, height, 1) + c
+    grid_v = d * u.view(1, 1, width) + e * v.view(1, height, 1) + f
+    # grid_sample with align_corners=False: -1 and 1 are the outer edges of the border pixels.
+    grid = torch.stack((grid_u * (2.0 / width) - 1.0, grid_v * (2.0 / height) - 1.0), dim=-1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    inside = (grid_u >= 0) & (grid_u < width) & (grid_v >= 0) & (grid_v < height)
+    return out.mul_(inside.unsqueeze(1)).round_().clamp_(0.0, 255.0)
+
+
+def _affine_matrices(
+    op: str, level: torch.Tensor, sign: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
+    """(N, 6) PIL affine coefficients of a geometric AugMix operation at ``level`` (in [0.1, 10]),
+    with the reference's magnitudes: rotate by ``int(level * 3)`` degrees about the centre, shear
+    by ``level * 0.03``, translate by ``int(level * size / 30)`` pixels, each with a random sign."""
+    n = len(level)
+    one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    level, sign = level.double(), sign.double()
+    if op == "rotate":
+        theta = torch.deg2rad(torch.floor(level * 30 / 10) * sign)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        # Image.rotate: counter-clockwise about the centre, i.e. sampling at the point rotated back
+        cu, cv = width / 2.0, height / 2.0
+        return torch.stack((cos, -sin, cu - cos * cu + sin * cv, sin, cos, cv - sin * cu - cos * cv), dim=1)
+    if op == "shear_x":
+        return torch.stack((one, level * 0.3 / 10 * sign, zero, zero, one, zero), dim=1)
+    if op == "shear_y":
+        return torch.stack((one, zero, zero, level * 0.3 / 10 * sign, one, zero), dim=1)
+    if op == "translate_x":
+        return torch.stack((one, zero, torch.floor(level * width / 3 / 10) * sign, zero, one, zero), dim=1)
+    if op == "translate_y":
+        return torch.stack((one, zero, zero, zero, one, torch.floor(level * height / 3 / 10) * sign), dim=1)
+    raise ValueError(f"{op!r} is not a geometric AugMix operation.")
+
+
+def _augmix_op(op: str, x: torch.Tensor, level: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """One AugMix operation on a (N, 3, H, W) batch of levels, one ``level``/``sign`` per image."""
+    if op == "autocontrast":
+        return _autocontrast(x)
+    if op == "equalize":
+        return _equalize(x)
+    if op == "posterize":
+        return _posterize(x, 4 - torch.floor(level * 4 / 10))
+    if op == "solarize":
+        return _solarize(x, 256 - torch.floor(level * 256 / 10))
+    return _affine(x, _affine_matrices(op, level, sign, x.shape[2], x.shape[3]))
+
+
+def augmix_mixing_weights(
+    n: int, width: int, alpha: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """AugMix's mixing weights for ``n`` images: chain weights ``w`` (n, width) ~ Dirichlet(alpha)
+    (each row sums to 1) and the blend ``m`` (n,) ~ Beta(alpha, alpha).
+
+    torch's Dirichlet and Beta samplers take no ``generator``, so one seed is drawn from
+    ``generator`` and the samples come from ``numpy.random.default_rng(seed)``: reproducible
+    under the same generator state, like every other draw here. A row whose Gamma draws all
+    underflow to 0 (possible only for tiny ``alpha``) gets equal weights.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet([alpha] * width, size=n)
+    blend = rng.beta(alpha, alpha, size=n)
+    bad = ~np.isfinite(weights).all(1)
+    weights[bad] = 1.0 / width
+    return torch.from_numpy(weights).float(), torch.from_numpy(np.nan_to_num(blend, nan=0.5)).float()
+
+
+def augmix(
+    x: torch.Tensor,
+    p: float,
+    width: int = 3,
+    depth: int = 1,
+    severity: int = 1,
+    alpha: float = 0.1,
+    ops: Sequence[str] = AUGMIX_OPS,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """AugMix (Hendrycks et al., ICLR 2020), applied to each image with probability ``p``, in place.
+
+    For a chosen image ``x``: ``width`` chains each apply ``depth`` operations (``depth <= 0``:
+    a random depth 1..3 per chain and image) drawn uniformly from ``ops``, each at a level drawn
+    uniformly from [0.1, ``severity``]; the chains are mixed with Dirichlet(``alpha``) weights
+    and the result is blended with ``x`` by m ~ Beta(``alpha``, ``alpha``):
+    ``(1 - m) * x + m * sum_i w_i * chain_i`` (rounded to 8-bit levels; fast-reid truncates).
+    Probability, width 3, depth 1 and severity 1 are fast-reid's AugMix defaults, which
+    CLIP-FGDI uses with p = 0.6.
+
+    The operations are the reference's PIL-free-able set :data:`AUGMIX_OPS` in torch, on the
+    whole batch: ``autocontrast``, ``equalize``, ``posterize`` (4 - int(level*0.4) bits) and
+    ``solarize`` (threshold 256 - int(level*25.6)) reproduce PIL's ``ImageOps`` exactly;
+    ``rotate`` (int(level*3) degrees), ``shear_x``/``shear_y`` (level*0.03) and
+    ``translate_x``/``translate_y`` (int(level*size/30) pixels of the image's width/height;
+    the reference uses a square size) follow PIL's affine transform with bilinear sampling and
+    black fill (translations match PIL exactly; rotation and shear differ from it by at most one
+    level, from float rounding).
+
+    ``x`` is uint8 (0-255) or float (0-1; it is quantised to 8-bit levels, as the PIL images of
+    the reference are). Random draws, all from ``generator``: which images (one uniform per
+    image), then per chain its depth (if random) and per step the operation, level and sign of
+    every chosen image, then the mixing weights (:func:`augmix_mixing_weights`).
+    """
+    chosen = torch.nonzero(torch.rand(x.shape[0], generator=generator) < p).squeeze(1)
+    n = len(chosen)
+    if n == 0:
+        return x
+    ops = tuple(ops)
+    geometric = [
+        i for i, op in enumerate(ops) if op not in ("autocontrast", "equalize", "posterize", "solarize")
+    ]
+    image = _to_unit(x[chosen]).mul_(255.0).round_()
+    steps = depth if depth > 0 else 3
+    chains = []
+    for _ in range(width):
+        chain = image.clone()
+        chain_depth = torch.full((n,), depth) if depth > 0 else torch.randint(1, 4, (n,), generator=generator)
+        for step in range(steps):
+            op_index = torch.randint(0, len(ops), (n,), generator=generator)
+            level = 0.1 + (severity - 0.1) * torch.rand(n, generator=generator)
+            sign = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
+            op_index[chain_depth <= step] = -1  # chains shorter than this step are done
+            for k, op in enumerate(ops):
+                if k in geometric:
+                    continue
+                rows = torch.nonzero(op_index == k).squeeze(1)
+                if len(rows):
+                    chain[rows] = _augmix_op(op, chain[rows], level[rows], sign[rows])
+            rows = torch.nonzero(torch.isin(op_index, torch.tensor(geometric, dtype=torch.long))).squeeze(1)
+            if len(rows):
+                # one grid_sample for every geometric operation of this step
+                h, w = chain.shape[2], chain.shape[3]
+                matrices = torch.empty(len(rows), 6, dtype=torch.float64)
+                for k in geometric:
+                    mask = op_index[rows] == k
+                    if mask.any():
+                        sub = rows[mask]
+                        matrices[mask] = _affine_matrices(ops[k], level[sub], sign[sub], h, w)
+                chain[rows] = _affine(chain[rows], matrices)
+        chains.append(chain)
+    weights, blend = augmix_mixing_weights(n, width, alpha, generator)
+    mix = torch.zeros_like(image)
+    for i, chain in enumerate(chains):
+        mix.add_(chain * weights[:, i].view(n, 1, 1, 1))
+    m = blend.view(n, 1, 1, 1)
+    mixed = ((1.0 - m) * image + m * mix).div_(255.0).clamp_(0.0, 1.0)
+    x[chosen] = (
+        _from_unit(mixed, x.dtype) if x.dtype == torch.uint8 else mixed.mul_(255.0).round_().div_(255.0)
+    )
+    return x
+
+
 @contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Run the block with one intra-op torch thread, then restore the previous count.
@@ -462,7 +769,9 @@ class ReidTestTransform:
     """Evaluation transform: PIL resize to H×W, rescale to [0, 1], normalise.
 
     Gives the same pixels as ``CLIPImageProcessor(size={"height": H, "width": W},
-    do_center_crop=False, image_mean=mean, image_std=std)``.
+    do_center_crop=False, image_mean=mean, image_std=std)``. With
+    ``normalization="instance"`` each image is standardised on its own instead
+    (:func:`instance_normalize`), which no ``CLIPImageProcessor`` setting expresses.
     """
 
     def __init__(self, config: ReidTransformConfig | None = None):
@@ -471,7 +780,13 @@ class ReidTestTransform:
     def __call__(self, images: Any, generator: torch.Generator | None = None) -> torch.Tensor:
         """``images``: a list of PIL images / uint8 arrays, or a (B, 3, H, W) uint8 or [0, 1] float batch."""
         with _one_torch_thread():
-            return normalize(_as_batch(images, self.config), self.config.mean, self.config.std)
+            return self._normalize(_as_batch(images, self.config))
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean/std normalisation, or per-image instance normalisation (``normalization``)."""
+        if self.config.normalization == "instance":
+            return instance_normalize(x)
+        return normalize(x, self.config.mean, self.config.std)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
@@ -492,22 +807,38 @@ class ReidTrainTransform(ReidTestTransform):
         config = self.config
         x = _as_batch(images, config, copy=True)
         x = random_grayscale(x, config.grayscale_p, generator)
-        if config.color_jitter_p > 0:
-            ranges = self._jitter_ranges
-            x = color_jitter(
-                x,
-                config.color_jitter_p,
-                ranges["brightness"],
-                ranges["contrast"],
-                ranges["saturation"],
-                ranges["hue"],
-                generator,
-            )
+        if config.color_jitter_p > 0 and not config.jitter_after_crop:
+            x = self._jitter(x, generator)
         if config.flip_p > 0 or config.pad > 0:
             x = random_flip_and_crop(x, config.flip_p, config.pad, generator)
-        x = normalize(x, config.mean, config.std)
+        if config.color_jitter_p > 0 and config.jitter_after_crop:
+            x = self._jitter(x, generator)
+        if config.augmix_p > 0:
+            x = augmix(
+                x,
+                config.augmix_p,
+                config.augmix_width,
+                config.augmix_depth,
+                config.augmix_severity,
+                config.augmix_alpha,
+                config.augmix_ops,
+                generator,
+            )
+        x = self._normalize(x)
         if config.random_erasing_p > 0:
             x = random_erasing(
                 x, config.random_erasing_p, config.erasing_area, config.erasing_aspect, generator
             )
         return x
+
+    def _jitter(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        ranges = self._jitter_ranges
+        return color_jitter(
+            x,
+            self.config.color_jitter_p,
+            ranges["brightness"],
+            ranges["contrast"],
+            ranges["saturation"],
+            ranges["hue"],
+            generator,
+        )

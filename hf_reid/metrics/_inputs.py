@@ -11,6 +11,27 @@ import torch
 ArrayLike = Any
 """numpy array, torch tensor (any device) or nested list."""
 
+NUMERIC_KINDS = "biufc"
+"""numpy dtype kinds the metrics accept: bool, signed and unsigned integers, floats, complex (the
+last is then refused by the float or integer check, with its own message)."""
+
+_KIND_NAMES = {
+    "U": "strings",
+    "S": "byte strings",
+    "O": "Python objects",
+    "V": "structured records",
+    "M": "datetimes",
+    "m": "time deltas",
+}
+
+
+def _not_numeric(name: str, dtype: np.dtype) -> TypeError:
+    what = _KIND_NAMES.get(dtype.kind, "non-numeric values")
+    return TypeError(
+        f"`{name}` holds {what} (dtype {dtype}); pass numbers. Identities or cameras given as names "
+        "must be mapped to integers first, e.g. np.unique(names, return_inverse=True)[1]."
+    )
+
 
 def resolve_device(device: str | torch.device | None, *tensors: Any) -> torch.device:
     """The device to compute on: ``device`` if given, else the device of the first torch tensor
@@ -27,14 +48,25 @@ def as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
     """``value`` as a tensor without copying numpy arrays or moving tensors."""
     if isinstance(value, torch.Tensor):
         return value
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError(f"`{name}` has dtype object; pass a numeric array.")
-        return torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise TypeError(
+                f"`{name}` must be a numpy array, a torch tensor or a (nested) list of numbers of one shape."
+            ) from error
+    if value.dtype.kind not in NUMERIC_KINDS:
+        raise _not_numeric(name, value.dtype)
+    if not value.dtype.isnative:  # big-endian data (e.g. read from a file): torch needs native order
+        value = value.astype(value.dtype.newbyteorder("="))
+    if value.dtype.kind == "u" and value.itemsize == 8:  # torch barely supports uint64: use int64
+        if value.size and int(value.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"`{name}` holds values above the int64 range (max {int(value.max())}).")
+        value = value.astype(np.int64)
     try:
-        return torch.as_tensor(np.asarray(value))
+        return torch.from_numpy(np.ascontiguousarray(value))
     except (TypeError, ValueError) as error:
-        raise TypeError(f"`{name}` must be a numpy array, a torch tensor or a list of numbers.") from error
+        raise TypeError(f"`{name}` (dtype {value.dtype}) cannot be turned into a tensor: {error}") from None
 
 
 def float_matrix(

@@ -19,13 +19,21 @@ Example:
     metric.compute(query_camids=q_cams, gallery_embeddings=g_emb, gallery_pids=g_pids, gallery_camids=g_cams)
     # {'rank-1': ..., 'rank-5': ..., 'rank-10': ..., 'mAP': ..., 'mINP': ..., 'num_valid_queries': ..., ...}
     ```
+
+Inputs are checked as they arrive, because the Arrow columns behind ``add_batch`` would silently
+truncate a float identity (1.7 -> 1): identities and cameras must be whole numbers (integer
+arrays, or floats such as 3.0; anything else raises naming the argument), and every embedding
+must have the size of the first one (a batch of another size raises at once, naming both sizes).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import datasets
 import evaluate
 import numpy as np
+import torch
 
 from .distance import compute_distance_matrix
 from .rank import evaluate_rank
@@ -77,8 +85,122 @@ Returns:
 """
 
 
+def integer_ids(values: Any, name: str) -> np.ndarray | None:
+    """``values`` (identities or cameras, 1-D) as int64, or ``None`` when ``values`` is ``None``.
+
+    Integer arrays pass; floats must be whole numbers (3.0), since Arrow would truncate 1.7 to
+    1 and merge two identities without a word.
+
+    Raises:
+        ValueError: naming ``name`` and the first offending entry: a float that is not a whole
+            number (or NaN, inf, outside int64), or not a 1-D sequence.
+        TypeError: naming ``name``: strings, booleans or other non-numbers.
+    """
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"`{name}` must be a 1-D sequence of integers.") from None
+    if array.ndim != 1:
+        raise ValueError(f"`{name}` must be a 1-D sequence of integers, got shape {array.shape}.")
+    if array.dtype.kind == "i" or (array.dtype.kind == "u" and array.itemsize < 8):
+        return array.astype(np.int64)
+    if array.dtype.kind == "u":
+        if array.size and int(array.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"`{name}` holds values above the int64 range (max {int(array.max())}).")
+        return array.astype(np.int64)
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (np.abs(array) < 2.0**63)
+        whole[whole] = array[whole] == np.round(array[whole])
+        if not whole.all():
+            index = int(np.argmin(whole))
+            raise ValueError(
+                f"`{name}` must hold integers; entry {index} is {array[index].item()!r}, not a whole number "
+                "(ReidMetric does not round identities or cameras)."
+            )
+        return array.astype(np.int64)
+    kind = "booleans" if array.dtype.kind == "b" else f"{array.dtype} values"
+    raise TypeError(
+        f"`{name}` must hold integers, got {kind}; map identity or camera names to integers first, "
+        "e.g. np.unique(names, return_inverse=True)[1]."
+    )
+
+
+def embedding_sizes(predictions: Any) -> set[int]:
+    """The sizes of the embeddings in a batch (2-D array or tensor, or a list of vectors).
+
+    Raises:
+        ValueError: naming ``predictions``, when it is not one vector per query.
+    """
+    shape = getattr(predictions, "shape", None)
+    if shape is not None:
+        if len(shape) != 2:
+            raise ValueError(
+                f"`predictions` must be one embedding vector per query (2-D), got shape {tuple(shape)}."
+            )
+        return {int(shape[1])} if shape[0] else set()
+    sizes = set()
+    for index, row in enumerate(predictions):
+        try:
+            sizes.add(len(row))
+        except TypeError:
+            raise ValueError(
+                f"`predictions` must be one embedding vector per query; entry {index} is {row!r:.60}."
+            ) from None
+    return sizes
+
+
 class ReidMetric(evaluate.Metric):
     """CMC / mAP / mINP of query embeddings against a gallery (see the module docstring)."""
+
+    _embedding_size: int | None = None
+    """Size of the embeddings added since the last ``compute`` (set by the first batch)."""
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs) -> None:
+        """Check a batch (whole-number identities and cameras, embeddings of one size), then add it."""
+        if predictions is not None:
+            self._check_sizes(embedding_sizes(predictions))
+        references = integer_ids(references, "references")
+        if kwargs.get("query_camids") is not None:
+            kwargs["query_camids"] = integer_ids(kwargs["query_camids"], "query_camids")
+        super().add_batch(predictions=predictions, references=references, **kwargs)
+
+    def add(self, *, prediction=None, reference=None, **kwargs) -> None:
+        """Check one query (as :meth:`add_batch` does), then add it."""
+        if prediction is not None:
+            self._check_sizes(embedding_sizes([prediction]))
+        if reference is not None:
+            reference = int(integer_ids([reference], "reference")[0])
+        if kwargs.get("query_camids") is not None:
+            kwargs["query_camids"] = int(integer_ids([kwargs["query_camids"]], "query_camids")[0])
+        super().add(prediction=prediction, reference=reference, **kwargs)
+
+    def compute(self, *, predictions=None, references=None, **kwargs) -> dict | None:
+        """As ``evaluate.Metric.compute``; the next batches may then have another embedding size."""
+        try:
+            return super().compute(predictions=predictions, references=references, **kwargs)
+        finally:
+            self._embedding_size = None
+
+    def _check_sizes(self, sizes: set[int]) -> None:
+        if len(sizes) > 1:
+            raise ValueError(
+                f"`predictions`: the embeddings of this batch have different sizes {sorted(sizes)}; every "
+                "embedding must have the same size."
+            )
+        if not sizes:
+            return
+        (size,) = sizes
+        if self._embedding_size is None:
+            self._embedding_size = size
+        elif size != self._embedding_size:
+            raise ValueError(
+                f"`predictions`: this batch's embeddings have {size} values but the earlier batches' have "
+                f"{self._embedding_size}; every embedding must come from the same model and pooling."
+            )
 
     def _info(self) -> evaluate.MetricInfo:
         columns = {
@@ -128,30 +250,42 @@ class ReidMetric(evaluate.Metric):
                 "Pass both `query_camids` and `gallery_camids` (standard protocol) or neither (data "
                 "without cameras)."
             )
+        sizes = embedding_sizes(predictions)
+        if len(sizes) > 1:  # batches gathered from processes or runs with other models
+            raise ValueError(
+                f"`predictions`: the query embeddings have different sizes {sorted(sizes)}; every "
+                "embedding must come from the same model and pooling."
+            )
         query = np.asarray(predictions, dtype=np.float32)
         gallery = gallery_embeddings
         if not hasattr(gallery, "shape"):
-            gallery = np.asarray(gallery, dtype=np.float32)
+            try:
+                gallery = np.asarray(gallery, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "`gallery_embeddings` must be a (num_gallery, dim) array of numbers, one row per image."
+                ) from None
         if query.ndim != 2:
             raise ValueError(
                 f"`predictions` must be one embedding vector per query, got shape {query.shape}."
             )
+
         if re_rank:
             distmat = re_ranking_features(query, gallery, k1, k2, lambda_value, metric=re_rank_metric)
         else:
             distmat = compute_distance_matrix(query, gallery, metric=metric)
         result = evaluate_rank(
             distmat,
-            np.asarray(references),
-            gallery_pids,
-            query_camids,
-            gallery_camids,
+            integer_ids(references, "references"),
+            integer_ids(gallery_pids, "gallery_pids"),
+            integer_ids(query_camids, "query_camids"),
+            integer_ids(gallery_camids, "gallery_camids"),
             max_rank,
             cross_camera=query_camids is not None,
             single_gallery_shot=single_gallery_shot,
             seed=seed,
-            q_clothes_ids=query_clothes_ids,
-            g_clothes_ids=gallery_clothes_ids,
+            q_clothes_ids=integer_ids(query_clothes_ids, "query_clothes_ids"),
+            g_clothes_ids=integer_ids(gallery_clothes_ids, "gallery_clothes_ids"),
             clothes_changing=clothes_changing,
             camera_groups=camera_groups,
         )

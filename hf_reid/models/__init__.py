@@ -13,27 +13,48 @@ to the weights.
 
 from transformers import AutoConfig, AutoModel
 
+from .configuration_clip_fgdi import CLIPFGDIConfig
 from .configuration_clip_reid import DEFAULT_PROMPT_TEMPLATE, CLIPReIDConfig
+from .configuration_itkm import ITKMConfig
+from .configuration_reid_base import ReIDConfig
 from .configuration_retext import ReTextConfig
 from .image_processing_reid import build_reid_image_processor
+from .modeling_clip_fgdi import CLIPFGDIModel, CLIPFGDIOutput, CLIPFGDIPromptOutput
 from .modeling_clip_reid import CLIPReIDModel, CLIPReIDOutput, CLIPReIDPromptOutput
+from .modeling_itkm import ITKMModel, ITKMOutput
+from .modeling_reid_base import ReIDPreTrainedModel
 from .modeling_retext import ReTextModel, ReTextOutput
 
-AutoConfig.register(CLIPReIDConfig.model_type, CLIPReIDConfig, exist_ok=True)
-AutoModel.register(CLIPReIDConfig, CLIPReIDModel, exist_ok=True)
-CLIPReIDConfig.register_for_auto_class()
-CLIPReIDModel.register_for_auto_class("AutoModel")
-AutoConfig.register(ReTextConfig.model_type, ReTextConfig, exist_ok=True)
-AutoModel.register(ReTextConfig, ReTextModel, exist_ok=True)
-ReTextConfig.register_for_auto_class()
-ReTextModel.register_for_auto_class("AutoModel")
+MODELS = (
+    (CLIPReIDConfig, CLIPReIDModel),
+    (ReTextConfig, ReTextModel),
+    (ITKMConfig, ITKMModel),
+    (CLIPFGDIConfig, CLIPFGDIModel),
+)
+"""Every hf_reid model, registered with the Auto classes below."""
+
+for _config_class, _model_class in MODELS:
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    AutoModel.register(_config_class, _model_class, exist_ok=True)
+    _config_class.register_for_auto_class()
+    _model_class.register_for_auto_class("AutoModel")
 
 __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
+    "MODELS",
+    "CLIPFGDIConfig",
+    "CLIPFGDIModel",
+    "CLIPFGDIOutput",
+    "CLIPFGDIPromptOutput",
     "CLIPReIDConfig",
     "CLIPReIDModel",
     "CLIPReIDOutput",
     "CLIPReIDPromptOutput",
+    "ITKMConfig",
+    "ITKMModel",
+    "ITKMOutput",
+    "ReIDConfig",
+    "ReIDPreTrainedModel",
     "ReTextConfig",
     "ReTextModel",
     "ReTextOutput",

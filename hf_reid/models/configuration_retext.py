@@ -9,14 +9,14 @@ the model computes is a typed field here, validated at construction: a wrong typ
 hyper-parameters (learning rates, epochs, batch mixture) belong to the recipe config.
 """
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from huggingface_hub.dataclasses import strict
-from transformers import AutoConfig, CLIPConfig, PreTrainedConfig
+from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .clip_backbone import patch_grid
-from .configuration_clip_reid import _check_vision_geometry, _pair, _reject_near_misses
+from .configuration_reid_base import ReIDConfig
 
 _FIELDS_IN_ERRORS = "ReTextConfig"
 
@@ -50,43 +50,20 @@ def default_reconstruction_head(
 
 
 @strict
-class ReTextConfig(PreTrainedConfig):
-    r"""Configuration of :class:`ReTextModel`.
+class ReTextConfig(ReIDConfig):
+    r"""Configuration of :class:`ReTextModel`: the shared Re-ID fields of :class:`ReIDConfig` (CLIP,
+    input grid, the multi-camera identity heads, ID + triplet losses; documented there) and
+    ReText's own. ``num_classes`` counts the multi-camera identities only: the captioned ones need
+    no classifier.
 
     Args:
-        clip_config (`CLIPConfig` or `dict`, *optional*):
-            The CLIP the image encoder (and, without ``text_config``, the text encoder) is built
-            on. Defaults to a ViT-B/16 shaped CLIP (random weights; use
-            ``ReTextModel.from_clip_pretrained`` to start from a pretrained one).
         text_config (`PreTrainedConfig` or `dict`, *optional*):
             Config of another text encoder, any ``AutoModel`` (a dict needs its ``model_type``,
             default ``"bert"``), e.g. ``bert-base-uncased`` as in the paper. ``None`` (default)
             uses CLIP's own text tower and text projection.
-        image_size (`tuple[int, int]`, defaults to `(256, 128)`):
-            Input height and width; the vision tower runs natively on this grid (as CLIP-ReID).
-        stride_size (`int` or `tuple[int, int]`, *optional*):
-            Patch-embedding stride; ``None`` means the patch size (no overlap).
-        pos_interpolation (`"bicubic"` or `"bilinear"`, defaults to `"bicubic"`):
-            How the pretrained square position table is resized, once, to the Re-ID grid.
-        num_classes (`int`, defaults to 751):
-            Multi-camera training identities (rows of both identity classifiers). The captioned
-            identities are separate and need no classifier.
-        neck_feat (`"before"` or `"after"`, defaults to `"before"`):
-            Retrieval embedding ``cat[x12, xproj]`` before or after the BNNecks (as CLIP-ReID).
-        feature_norm (`bool`, defaults to `True`):
-            Whether ``embeddings`` are L2-normalised.
         momentum (`float`, defaults to 0.995):
             EMA coefficient ``m`` of the momentum image encoder: ``xi <- m xi + (1 - m) theta``
             after every optimizer step (``ReTextModel.momentum_update``).
-        id_loss_weight (`float`, defaults to 0.25):
-            Weight of the summed label-smoothed identity CEs of the two classifiers (CLIP-ReID
-            stage 2).
-        triplet_loss_weight (`float`, defaults to 1.0):
-            Weight of the summed batch-hard triplet losses on x11, x12 and xproj.
-        triplet_margin (`float`, *optional*, defaults to 0.3):
-            Triplet margin; ``None`` selects the soft margin ``log(1 + exp(d_ap - d_an))``.
-        label_smoothing (`float`, defaults to 0.1):
-            Label smoothing of the identity CEs.
         matching_loss_weight (`float`, defaults to 1.0):
             Weight of the identity-aware matching loss (``0`` switches it off).
         matching_temperature (`float`, defaults to 0.02):
@@ -114,23 +91,19 @@ class ReTextConfig(PreTrainedConfig):
 
     model_type = "retext"
     sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
-        "clip_config": SubConfigSpec(CLIPConfig, init_kwargs={"vision_config": {"patch_size": 16}}),
+        **ReIDConfig.sub_configs_defaults,
         "text_config": SubConfigSpec(AutoConfig, model_type="bert", optional=True),
     }
+    loss_weight_fields: ClassVar[tuple[str, ...]] = (
+        "id_loss_weight",
+        "triplet_loss_weight",
+        "matching_loss_weight",
+        "structure_loss_weight",
+        "reconstruction_loss_weight",
+    )
 
-    clip_config: dict | CLIPConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
-    image_size: list[int] | tuple[int, ...] = (256, 128)
-    stride_size: int | list[int] | tuple[int, ...] | None = None
-    pos_interpolation: Literal["bicubic", "bilinear"] = "bicubic"
-    num_classes: int = 751
-    neck_feat: Literal["before", "after"] = "before"
-    feature_norm: bool = True
     momentum: float | int = 0.995
-    id_loss_weight: float | int = 0.25
-    triplet_loss_weight: float | int = 1.0
-    triplet_margin: float | int | None = 0.3
-    label_smoothing: float | int = 0.1
     matching_loss_weight: float | int = 1.0
     matching_temperature: float | int = 0.02
     structure_loss_weight: float | int = 1.0
@@ -141,19 +114,7 @@ class ReTextConfig(PreTrainedConfig):
     max_text_length: int = 77
 
     def __post_init__(self, **kwargs):
-        fields = [
-            "clip_config", "text_config", "image_size", "stride_size", "pos_interpolation", "num_classes",
-            "neck_feat", "feature_norm", "momentum", "id_loss_weight", "triplet_loss_weight",
-            "triplet_margin", "label_smoothing", "matching_loss_weight", "matching_temperature",
-            "structure_loss_weight", "structure_temperature", "reconstruction_loss_weight", "mask_ratio",
-            "reconstruction_head", "max_text_length",
-        ]  # fmt: skip
-        _reject_near_misses(_FIELDS_IN_ERRORS, kwargs, fields)
-        self.image_size = _pair("image_size", self.image_size, _FIELDS_IN_ERRORS)
-        if self.stride_size is not None:
-            self.stride_size = _pair("stride_size", self.stride_size, _FIELDS_IN_ERRORS)
         super().__post_init__(**kwargs)
-        self._check_values()
         self.reconstruction_head = self._complete_reconstruction_head(self.reconstruction_head)
 
     @property
@@ -169,36 +130,17 @@ class ReTextConfig(PreTrainedConfig):
         return patch_grid(self.image_size, patch, self.stride_size or (patch, patch))
 
     def _check_values(self) -> None:
-        _check_vision_geometry(_FIELDS_IN_ERRORS, self.clip_config, self.image_size, self.stride_size)
+        super()._check_values()
         if self.text_config is not None and hasattr(self.text_config, "vision_config"):
             raise ValueError(
                 f"{_FIELDS_IN_ERRORS}.text_config is a {type(self.text_config).__name__} (an image-text model); "
                 "it must be a text encoder's config. Leave it None to use CLIP's own text tower."
             )
-        if self.num_classes < 1:
-            raise ValueError(f"{_FIELDS_IN_ERRORS}.num_classes must be >= 1, got {self.num_classes}.")
         if not 0 <= self.momentum <= 1:
             raise ValueError(f"{_FIELDS_IN_ERRORS}.momentum must be in [0, 1], got {self.momentum}.")
-        for name in (
-            "id_loss_weight",
-            "triplet_loss_weight",
-            "matching_loss_weight",
-            "structure_loss_weight",
-            "reconstruction_loss_weight",
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{_FIELDS_IN_ERRORS}.{name} must be >= 0, got {getattr(self, name)}.")
         for name in ("matching_temperature", "structure_temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_FIELDS_IN_ERRORS}.{name} must be > 0, got {getattr(self, name)}.")
-        if self.triplet_margin is not None and self.triplet_margin < 0:
-            raise ValueError(
-                f"{_FIELDS_IN_ERRORS}.triplet_margin must be >= 0 or None (soft margin), got {self.triplet_margin}."
-            )
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(
-                f"{_FIELDS_IN_ERRORS}.label_smoothing must be in [0, 1), got {self.label_smoothing}."
-            )
         if not 0 < self.mask_ratio < 1:
             raise ValueError(
                 f"{_FIELDS_IN_ERRORS}.mask_ratio must be in (0, 1) (some patches hidden, some visible), got "

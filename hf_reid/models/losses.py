@@ -1,4 +1,4 @@
-"""The losses of CLIP-ReID and its descendants, as pure functions plus thin ``nn.Module`` wrappers.
+"""The losses of CLIP-ReID and its descendants, as pure functions (modules hold no loss state).
 
 All follow the reference implementations exactly (checked against torchreid's
 ``CrossEntropyLoss``/``TripletLoss`` and CLIP-ReID's ``TripletLoss``/``SupConLoss`` on random
@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 Gather = Callable[[torch.Tensor], torch.Tensor]
@@ -277,53 +276,8 @@ def masked_patch_reconstruction_loss(
     return (per_patch * mask).sum() / mask.sum()
 
 
-class CrossEntropyLabelSmooth(nn.Module):
-    """Module form of :func:`cross_entropy_label_smooth`."""
-
-    def __init__(self, epsilon: float = 0.1):
-        super().__init__()
-        self.epsilon = epsilon
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return cross_entropy_label_smooth(logits, labels, self.epsilon)
-
-
-class TripletLoss(nn.Module):
-    """Module form of :func:`batch_hard_triplet` (``margin=None``: soft margin)."""
-
-    def __init__(self, margin: float | None = 0.3, normalize: bool = False):
-        super().__init__()
-        self.margin = margin
-        self.normalize = normalize
-
-    def forward(
-        self, features: torch.Tensor, labels: torch.Tensor, gather: Gather | None = None
-    ) -> torch.Tensor:
-        return batch_hard_triplet(features, labels, self.margin, self.normalize, gather)
-
-
-class SupConLoss(nn.Module):
-    """Module form of :func:`supcon_loss`."""
-
-    def __init__(self, temperature: float = 1.0):
-        super().__init__()
-        self.temperature = temperature
-
-    def forward(
-        self,
-        anchors: torch.Tensor,
-        anchor_labels: torch.Tensor,
-        candidates: torch.Tensor,
-        candidate_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        return supcon_loss(anchors, anchor_labels, candidates, candidate_labels, self.temperature)
-
-
 __all__ = [
-    "CrossEntropyLabelSmooth",
     "Gather",
-    "SupConLoss",
-    "TripletLoss",
     "batch_hard_triplet",
     "cross_entropy_label_smooth",
     "identity_matching_loss",

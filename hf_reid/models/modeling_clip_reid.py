@@ -19,22 +19,22 @@ without hf_reid installed.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
-from transformers import AutoTokenizer, CLIPModel, PreTrainedModel
+from transformers import AutoTokenizer
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .clip_backbone import CameraEmbedding, ReIDCLIPBackbone, ReIDImageFeatures, end_of_text_position
+from .clip_backbone import CameraEmbedding, ReIDCLIPBackbone, end_of_text_position
 from .configuration_clip_reid import CLIPReIDConfig
-from .losses import Gather, batch_hard_triplet, cross_entropy_label_smooth, image_text_supcon
+from .losses import Gather, cross_entropy_label_smooth, image_text_supcon
+from .modeling_reid_base import ReIDPreTrainedModel
 from .prompt_learner import PromptLearner
-from .reid_heads import CLIPReIDHead, ReIDHeadOutput, init_reid_head_module, retrieval_embeddings
+from .reid_heads import CLIPReIDHead
 
 logger = logging.getLogger(__name__)
 
@@ -116,24 +116,12 @@ def _checkpoint_tokenizer(name_or_path: str | os.PathLike):
     return tokenizer if len(tokenizer) > 256 else None
 
 
-class CLIPReIDModel(PreTrainedModel):
+class CLIPReIDModel(ReIDPreTrainedModel):
     """CLIP-ReID: CLIP backbone + BNNecks + identity classifiers + identity prompt learner."""
 
     config_class = CLIPReIDConfig
     config: CLIPReIDConfig
     base_model_prefix = "clip_reid"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _no_split_modules: ClassVar[list[str]] = [
-        "CLIPEncoderLayer",
-        "CLIPTextEmbeddings",
-        "ReIDCLIPVisionEmbeddings",
-    ]
 
     def __init__(self, config: CLIPReIDConfig):
         super().__init__(config)
@@ -163,37 +151,16 @@ class CLIPReIDModel(PreTrainedModel):
         elif isinstance(module, PromptLearner):
             init.normal_(module.context, std=0.02)
         else:
-            init_reid_head_module(module)
+            super()._init_weights(module)
 
     # ------------------------------------------------------------------ construction / loading
 
     @classmethod
-    def from_clip_pretrained(
-        cls,
-        clip_name_or_path: str | os.PathLike,
-        num_classes: int,
-        image_size: tuple[int, int] = (256, 128),
-        tokenizer=None,
-        clip_kwargs: dict | None = None,
-        **config_kwargs,
-    ) -> CLIPReIDModel:
-        """Build a CLIP-ReID model from any CLIP checkpoint (a Hub id such as
-        ``openai/clip-vit-base-patch16`` or a local folder).
-
-        All CLIP weights are copied; the square vision position table is resized once to the
-        Re-ID grid (``config.pos_interpolation``); the Re-ID heads and prompts are freshly
-        initialised. The prompt template is tokenised with ``tokenizer``, else with the tokenizer
-        stored in the CLIP folder, else the built-in ids of the default template (OpenAI CLIP
-        vocabulary) are used. ``clip_kwargs`` go to ``CLIPModel.from_pretrained`` (e.g. ``revision``);
-        ``config_kwargs`` are :class:`CLIPReIDConfig` fields.
-        """
-        clip = CLIPModel.from_pretrained(clip_name_or_path, **(clip_kwargs or {}))
-        config = CLIPReIDConfig(
-            clip_config=copy.deepcopy(clip.config),
-            num_classes=num_classes,
-            image_size=image_size,
-            **config_kwargs,
-        )
+    def _config_from_clip(cls, clip, clip_name_or_path, tokenizer=None, **config_kwargs):
+        """``from_clip_pretrained(..., tokenizer=None)``: the prompt template is tokenised with
+        ``tokenizer``, else with the tokenizer stored in the CLIP folder, else the built-in ids of
+        the default template (OpenAI CLIP vocabulary) are used."""
+        config, _ = super()._config_from_clip(clip, clip_name_or_path, **config_kwargs)
         if tokenizer is None:
             tokenizer = _checkpoint_tokenizer(clip_name_or_path)
             if tokenizer is None and config.prompt_token_ids is None:
@@ -204,9 +171,7 @@ class CLIPReIDModel(PreTrainedModel):
                 )
         if tokenizer is not None:
             config.set_prompt_template(tokenizer)
-        model = cls(config)
-        model.backbone.load_clip_weights(clip, config.pos_interpolation)
-        return model
+        return config, None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -264,10 +229,6 @@ class CLIPReIDModel(PreTrainedModel):
     # ------------------------------------------------------------------ features
 
     @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    @property
     def eot_position(self) -> int:
         """Position of the end-of-text token in the prompt template (where CLIP pools)."""
         ids = self.config.prompt_token_ids
@@ -276,23 +237,6 @@ class CLIPReIDModel(PreTrainedModel):
                 "config.prompt_token_ids is not set; call config.set_prompt_template(tokenizer)."
             )
         return end_of_text_position(ids, self.config.clip_config.text_config.eos_token_id)
-
-    def _retrieval_embeddings(self, features: ReIDImageFeatures, head: ReIDHeadOutput | None) -> torch.Tensor:
-        return retrieval_embeddings(
-            features.pooled,
-            features.projected,
-            self.head,
-            head,
-            self.config.neck_feat,
-            self.config.feature_norm,
-        )
-
-    def get_image_embeddings(
-        self, pixel_values: torch.Tensor, camids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Retrieval embeddings (B, width + proj) of ``pixel_values``: the ``embeddings`` field of
-        the forward, without computing logits."""
-        return self._retrieval_embeddings(self.backbone.encode_image(pixel_values, camids), None)
 
     def get_image_features(
         self, pixel_values: torch.Tensor, camids: torch.Tensor | None = None
@@ -343,13 +287,6 @@ class CLIPReIDModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ forward
 
-    def _check_labels(self, labels: torch.Tensor) -> None:
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
-            raise ValueError(
-                f"labels must be identity indices in [0, {self.config.num_classes}) (config.num_classes); "
-                f"got values in [{int(labels.min())}, {int(labels.max())}]. Relabel pids to 0..num_classes-1."
-            )
-
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -387,19 +324,10 @@ class CLIPReIDModel(PreTrainedModel):
             raise ValueError("return_loss=True needs labels.")
         loss = id_loss = triplet_loss = i2t_loss = None
         if labels is not None and return_loss is not False:
-            self._check_labels(labels)
-            eps = self.config.label_smoothing
-            id_loss = cross_entropy_label_smooth(head.logits, labels, eps) + cross_entropy_label_smooth(
-                head.logits_projected, labels, eps
-            )
-            margin = self.config.triplet_margin
-            triplet_loss = sum(
-                batch_hard_triplet(f, labels, margin=margin, gather=feature_gather)
-                for f in (features.intermediate, features.pooled, features.projected)
-            )
-            loss = self.config.id_loss_weight * id_loss + self.config.triplet_loss_weight * triplet_loss
+            self.check_labels(labels)
+            id_loss, triplet_loss, loss = self.identity_losses(features, head, labels, feature_gather)
             if i2t_logits is not None:
-                i2t_loss = cross_entropy_label_smooth(i2t_logits, labels, eps)
+                i2t_loss = cross_entropy_label_smooth(i2t_logits, labels, self.config.label_smoothing)
                 loss = loss + self.config.i2t_loss_weight * i2t_loss
 
         return CLIPReIDOutput(

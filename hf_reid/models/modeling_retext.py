@@ -56,7 +56,7 @@ from diffusers import PixArtTransformer2DModel
 from diffusers.models.embeddings import PatchEmbed, get_2d_sincos_pos_embed
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoModel, CLIPModel, CLIPTextModel, PreTrainedModel
+from transformers import AutoModel, CLIPModel, CLIPTextModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -64,14 +64,13 @@ from .clip_backbone import ReIDCLIPBackbone
 from .configuration_retext import ReTextConfig
 from .losses import (
     Gather,
-    batch_hard_triplet,
-    cross_entropy_label_smooth,
     identity_matching_loss,
     image_patches,
     masked_patch_reconstruction_loss,
     structure_preserving_loss,
 )
-from .reid_heads import CLIPReIDHead, init_reid_head_module, retrieval_embeddings
+from .modeling_reid_base import ReIDPreTrainedModel
+from .reid_heads import CLIPReIDHead
 
 RECONSTRUCTION_HEAD_FOLDER = "reconstruction_head"
 """Subfolder of a saved ReText model holding the reconstruction head as a standalone diffusers model."""
@@ -153,25 +152,13 @@ class MomentumImageEncoder(nn.Module):
         return self.projection(self.vision(pixel_values=pixel_values).pooler_output)
 
 
-class ReTextModel(PreTrainedModel):
+class ReTextModel(ReIDPreTrainedModel):
     """ReText: a Re-ID image encoder trained with image-text matching and text-guided reconstruction."""
 
     config_class = ReTextConfig
     config: ReTextConfig
     base_model_prefix = "retext"
-    main_input_name = "pixel_values"
-    input_modalities = ("image", "text")
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _no_split_modules: ClassVar[list[str]] = [
-        "CLIPEncoderLayer",
-        "CLIPTextEmbeddings",
-        "ReIDCLIPVisionEmbeddings",
-        "BasicTransformerBlock",
-    ]
+    _no_split_modules: ClassVar[list[str]] = [*ReIDPreTrainedModel._no_split_modules, "BasicTransformerBlock"]
 
     def __init__(self, config: ReTextConfig):
         super().__init__(config)
@@ -222,50 +209,31 @@ class ReTextModel(PreTrainedModel):
         elif isinstance(module, ReTextModel):
             init.normal_(module.mask_token, std=0.02)
         else:
-            init_reid_head_module(module)
+            super()._init_weights(module)
 
     # ------------------------------------------------------------------ construction / saving
 
     @classmethod
-    def from_clip_pretrained(
-        cls,
-        clip_name_or_path: str | os.PathLike,
-        num_classes: int,
-        image_size: tuple[int, int] = (256, 128),
-        text_encoder_name_or_path: str | os.PathLike | None = None,
-        clip_kwargs: dict | None = None,
-        **config_kwargs,
-    ) -> ReTextModel:
-        """Build ReText from any CLIP checkpoint (Hub id or folder).
-
-        Every CLIP weight is copied (the square vision position table resized once to the Re-ID
-        grid, as ``CLIPReIDModel.from_clip_pretrained`` does); the momentum encoder starts equal
-        to the online one; BNNecks, classifiers, mask token and reconstruction head are fresh.
-        With ``text_encoder_name_or_path`` (e.g. ``bert-base-uncased``) that ``AutoModel``'s
-        weights become the text encoder, with a fresh projection to the joint space; otherwise
-        CLIP's text tower and text projection are used. ``clip_kwargs`` go to
-        ``CLIPModel.from_pretrained``; ``config_kwargs`` are :class:`ReTextConfig` fields.
-        """
-        clip = CLIPModel.from_pretrained(clip_name_or_path, **(clip_kwargs or {}))
+    def _config_from_clip(cls, clip, clip_name_or_path, text_encoder_name_or_path=None, **config_kwargs):
+        """``from_clip_pretrained(..., text_encoder_name_or_path=None)``: with a text encoder (any
+        ``AutoModel``, e.g. ``bert-base-uncased``) its weights become the text encoder, with a
+        fresh projection to the joint space; otherwise CLIP's text tower and projection are used.
+        The momentum encoder starts equal to the online one."""
         text_encoder = None
         if text_encoder_name_or_path is not None:
             text_encoder = AutoModel.from_pretrained(text_encoder_name_or_path)
             config_kwargs["text_config"] = copy.deepcopy(text_encoder.config)
-        config = ReTextConfig(
-            clip_config=copy.deepcopy(clip.config),
-            num_classes=num_classes,
-            image_size=image_size,
-            **config_kwargs,
-        )
-        model = cls(config)
-        model.backbone.load_clip_weights(clip, config.pos_interpolation)
+        config, _ = super()._config_from_clip(clip, clip_name_or_path, **config_kwargs)
+        return config, text_encoder
+
+    def _init_from_clip(self, clip: CLIPModel, text_encoder: nn.Module | None) -> None:
+        super()._init_from_clip(clip, None)
         if text_encoder is None:
-            model.text_model.load_state_dict(clip.text_model.state_dict())
-            model.text_projection.load_state_dict(clip.text_projection.state_dict())
+            self.text_model.load_state_dict(clip.text_model.state_dict())
+            self.text_projection.load_state_dict(clip.text_projection.state_dict())
         else:
-            model.text_model.load_state_dict(text_encoder.state_dict())
-        model.reset_momentum_encoder()
-        return model
+            self.text_model.load_state_dict(text_encoder.state_dict())
+        self.reset_momentum_encoder()
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -349,25 +317,6 @@ class ReTextModel(PreTrainedModel):
         self.head.bottleneck_proj.bias.requires_grad_(False)
 
     # ------------------------------------------------------------------ features
-
-    @property
-    def num_classes(self) -> int:
-        return self.config.num_classes
-
-    def get_image_embeddings(
-        self, pixel_values: torch.Tensor, camids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Retrieval embeddings (B, width + proj): CLIP-ReID's ``cat[x12, xproj]``, before or after
-        the BNNecks and normalised as the config says (the ``embeddings`` field of the forward)."""
-        features = self.backbone.encode_image(pixel_values, camids)
-        return retrieval_embeddings(
-            features.pooled,
-            features.projected,
-            self.head,
-            None,
-            self.config.neck_feat,
-            self.config.feature_norm,
-        )
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """L2-normalised joint-space image feature (normalised ``xproj``, B x proj), comparable with
@@ -460,15 +409,6 @@ class ReTextModel(PreTrainedModel):
 
     # ------------------------------------------------------------------ forward
 
-    def _check_labels(self, labels: torch.Tensor, batch_size: int) -> None:
-        if labels.shape != (batch_size,):
-            raise ValueError(f"labels must be ({batch_size},), one per image, got {tuple(labels.shape)}.")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes):
-            raise ValueError(
-                f"labels must be identity indices in [0, {self.config.num_classes}) (config.num_classes); "
-                f"got values in [{int(labels.min())}, {int(labels.max())}]. Relabel pids to 0..num_classes-1."
-            )
-
     def _check_caption_batch(
         self,
         caption_pixel_values: torch.Tensor,
@@ -539,9 +479,7 @@ class ReTextModel(PreTrainedModel):
         if pixel_values is not None:
             features = self.backbone.encode_image(pixel_values)
             head = self.head(features.pooled, features.projected)
-            out["embeddings"] = retrieval_embeddings(
-                features.pooled, features.projected, self.head, head, cfg.neck_feat, cfg.feature_norm
-            )
+            out["embeddings"] = self._retrieval_embeddings(features, head)
             out.update(logits=head.logits, logits_projected=head.logits_projected)
             out.update(
                 image_features=features.projected,
@@ -549,18 +487,11 @@ class ReTextModel(PreTrainedModel):
                 intermediate_features=features.intermediate,
             )
             if labels is not None and compute_loss:
-                self._check_labels(labels, pixel_values.shape[0])
-                eps = cfg.label_smoothing
-                id_loss = cross_entropy_label_smooth(head.logits, labels, eps)
-                out["id_loss"] = id_loss + cross_entropy_label_smooth(head.logits_projected, labels, eps)
-                out["triplet_loss"] = sum(
-                    batch_hard_triplet(f, labels, margin=cfg.triplet_margin, gather=feature_gather)
-                    for f in (features.intermediate, features.pooled, features.projected)
+                self.check_labels(labels, pixel_values.shape[0])
+                out["id_loss"], out["triplet_loss"], reid_loss = self.identity_losses(
+                    features, head, labels, feature_gather
                 )
-                weighted += [
-                    cfg.id_loss_weight * out["id_loss"],
-                    cfg.triplet_loss_weight * out["triplet_loss"],
-                ]
+                weighted.append(reid_loss)
 
         align = cfg.matching_loss_weight > 0 or cfg.structure_loss_weight > 0
         rebuild = cfg.reconstruction_loss_weight > 0

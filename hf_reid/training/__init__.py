@@ -1,30 +1,30 @@
-"""What the recipes share: the Accelerate stage runner, feature extraction, optimizers and
-schedulers, checkpoints and resume, typed configs, evaluation and logging.
+"""What the recipes share: the run plumbing (:class:`RecipeRun`), the Accelerate stage runner,
+feature extraction, optimizers and schedulers, checkpoints and resume, typed configs, evaluation
+under each dataset's protocol, and logging.
 
 A recipe reads top to bottom; these pieces do the bookkeeping around the method's own code::
 
-    cfg, args = parse_recipe_args(CLIPReIDConfig)            # --config, --output_dir, --resume, --a.b 2
-    accelerator = create_accelerator(args.output_dir, seed=cfg.seed)
-    setup_logging(accelerator, log_file=f"{args.output_dir}/train.log")
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        save_config(cfg, f"{args.output_dir}/config.yaml")
-    runner = StageRunner(accelerator, args.output_dir, ["prompts", "image_encoder"], seed=cfg.seed,
-                         checkpoint_every=cfg.train.checkpoint_every, resume=args.resume)
+    run = RecipeRun.start(MyRecipeConfig, argv, method="clip_reid", default_config=DEFAULT_CONFIG)
+    data = run.load_data()                                  # SynthPeds if needed; train + eval sets
+    processor, train_transform, test_transform = run.image_transforms(model.config.image_size)
+    runner = run.stage_runner(["prompts", "image_encoder"])  # checkpoints, resume, hooks, state
 
     optimizer = build_optimizer(model.named_parameters(), "adam", lr=3.5e-4, weight_decay=1e-4)
     scheduler = build_scheduler(optimizer, "cosine", total=120, warmup=5, warmup_init_lr=1e-5,
                                 min_lr=1e-6, start_index=1)          # not passed to prepare()
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer, loader = run.accelerator.prepare(model, optimizer, loader)
     runner.train_stage("prompts", model=model, optimizer=optimizer, scheduler=scheduler,
                        dataloader=loader, compute_loss=stage1_loss, epochs=120)
     ...
-    query = extract_features(embed, query_loader, accelerator, model=model)
-    gallery = extract_features(embed, gallery_loader, accelerator, model=model)
-    evaluate_retrieval(query, gallery, normalize=True, output_dir=args.output_dir, accelerator=accelerator)
+    run.save_model(model, processor, tokenizer, datasets=["synthpeds"])
+    results = run.evaluate(data.eval_sets, embed, model=model, transform=test_transform, normalize=True)
+    run.finish(results, train_results={...})
+
+See docs/PLATFORM.md for how a method is added.
 """
 
 from .checkpoint import (
+    Stateful,
     TrainerState,
     find_latest_checkpoint,
     list_checkpoints,
@@ -43,10 +43,21 @@ from .config import (
     parse_recipe_args,
     save_config,
 )
-from .evaluation import evaluate_domains, evaluate_retrieval
+from .evaluation import evaluate_domains, evaluate_protocol, evaluate_retrieval
 from .features import FeatureDataset, extract_features, fingerprint, load_or_extract
 from .loop import StageRunner, set_sampler_epoch
 from .optim import WarmupLRScheduler, build_optimizer, build_param_groups, build_scheduler, scheduled_lr
+from .recipe_run import (
+    CACHE_DIR,
+    DEFAULT_RUNS_DIR,
+    HUB_IGNORE,
+    SYNTHCLIP_HUB_ID,
+    RecipeConfig,
+    RecipeRun,
+    check_checkpoint_fits,
+    model_config_kwargs,
+    recipe_cli,
+)
 from .reid_data import (
     DataArgs,
     EvalArgs,
@@ -59,19 +70,27 @@ from .reid_data import (
     eval_loader,
     load_data,
     prepare_synthpeds,
+    validate_data_args,
 )
 from .utils import create_accelerator, gather_with_grad, set_seed, setup_logging, sync_buffers
 
 __all__ = [
+    "CACHE_DIR",
+    "DEFAULT_RUNS_DIR",
+    "HUB_IGNORE",
     "RESUME_LATEST",
+    "SYNTHCLIP_HUB_ID",
     "ConfigError",
     "DataArgs",
     "EvalArgs",
     "EvalSet",
     "FeatureDataset",
     "RecipeArgs",
+    "RecipeConfig",
+    "RecipeRun",
     "ReidData",
     "StageRunner",
+    "Stateful",
     "SynthPedsArgs",
     "TrainArgs",
     "TrainerState",
@@ -79,6 +98,7 @@ __all__ = [
     "build_optimizer",
     "build_param_groups",
     "build_scheduler",
+    "check_checkpoint_fits",
     "config_from_dict",
     "config_to_dict",
     "create_accelerator",
@@ -86,6 +106,7 @@ __all__ = [
     "domain_dir",
     "eval_loader",
     "evaluate_domains",
+    "evaluate_protocol",
     "evaluate_retrieval",
     "extract_features",
     "find_latest_checkpoint",
@@ -96,9 +117,11 @@ __all__ = [
     "load_config",
     "load_data",
     "load_or_extract",
+    "model_config_kwargs",
     "parse_recipe_args",
     "prepare_synthpeds",
     "read_trainer_state",
+    "recipe_cli",
     "resolve_resume_checkpoint",
     "save_checkpoint",
     "save_config",
@@ -107,4 +130,5 @@ __all__ = [
     "set_seed",
     "setup_logging",
     "sync_buffers",
+    "validate_data_args",
 ]

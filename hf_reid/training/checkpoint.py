@@ -5,6 +5,8 @@ Layout of a run's output folder::
     <output_dir>/checkpoints/checkpoint-<global_step>/
         model.safetensors, optimizer.bin, custom_checkpoint_<i>.pkl (schedulers, ...),
         random_states_<rank>.pkl (python/numpy/torch RNG of every process),
+        recipe_state.json + recipe_state.safetensors (the recipe's own state objects, e.g.
+            pseudo-labels or a cluster memory: tensors in safetensors, the rest as JSON),
         trainer_state.json (stage, epoch, steps, best metric, log history)
 
 A checkpoint is written into a hidden ``.tmp-checkpoint-<step>`` folder and renamed into place
@@ -24,16 +26,20 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 __all__ = [
     "CHECKPOINTS_DIR",
+    "RECIPE_STATE_NAME",
     "TRAINER_STATE_NAME",
+    "Stateful",
     "TrainerState",
     "find_latest_checkpoint",
     "list_checkpoints",
@@ -47,8 +53,94 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 TRAINER_STATE_NAME = "trainer_state.json"
+RECIPE_STATE_NAME = "recipe_state"
+"""Stem of the recipe-state files of a checkpoint (``.json`` and ``.safetensors``)."""
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)(?:-[A-Za-z0-9_.-]+)?$")
 _TMP_PREFIX = ".tmp-"
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """A recipe's own training state (pseudo-labels, a cluster memory, ...) that checkpoints
+    carry: ``state_dict()`` returns a nested dict of tensors, numbers, strings, booleans, ``None``
+    and lists / dicts of them; ``load_state_dict`` takes it back. Nothing is pickled."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+_TENSOR_KEY = "__tensor__"
+
+
+def _split_tensors(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` with every tensor moved into ``tensors`` (under its path) and replaced by a
+    reference; raises ``TypeError`` naming the path for anything JSON cannot hold."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous()
+        return {_TENSOR_KEY: path}
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or "/" in key:
+                raise TypeError(f"recipe state {path!r}: keys must be strings without '/', got {key!r}.")
+            out[key] = _split_tensors(item, f"{path}/{key}", tensors)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(item, f"{path}/{i}", tensors) for i, item in enumerate(value)]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"recipe state {path!r} holds a {type(value).__name__}; state_dict() may hold only tensors, "
+        "numbers, strings, booleans, None and lists / dicts of them (checkpoints pickle nothing)."
+    )
+
+
+def _join_tensors(value: Any, tensors: Mapping[str, torch.Tensor], source: str) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_TENSOR_KEY}:
+            key = value[_TENSOR_KEY]
+            if key not in tensors:
+                raise ValueError(f"{source}: tensor {key!r} is missing from the .safetensors file.")
+            return tensors[key]
+        return {k: _join_tensors(v, tensors, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors, source) for v in value]
+    return value
+
+
+def save_recipe_state(folder: str | os.PathLike, objects: Mapping[str, Stateful]) -> None:
+    """Write the ``state_dict()`` of every object into ``folder/recipe_state.{json,safetensors}``."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    plain = {name: _split_tensors(obj.state_dict(), name, tensors) for name, obj in objects.items()}
+    folder = Path(folder)
+    save_file(tensors, str(folder / f"{RECIPE_STATE_NAME}.safetensors"))
+    (folder / f"{RECIPE_STATE_NAME}.json").write_text(json.dumps(plain, indent=1) + "\n", encoding="utf-8")
+
+
+def load_recipe_state(folder: str | os.PathLike, objects: Mapping[str, Stateful]) -> None:
+    """Restore every object from ``folder`` (see :func:`save_recipe_state`); an object the
+    checkpoint does not hold is an error naming it."""
+    from safetensors.torch import load_file
+
+    if not objects:
+        return
+    folder = Path(folder)
+    source = folder / f"{RECIPE_STATE_NAME}.json"
+    if not source.is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no recipe state ({source.name}), but this run has state objects "
+            f"{sorted(objects)}; was it written by another recipe?"
+        )
+    plain = json.loads(source.read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / f"{RECIPE_STATE_NAME}.safetensors"))
+    missing = sorted(set(objects) - set(plain))
+    if missing:
+        raise ValueError(f"{source} has no state for {missing} (it has {sorted(plain)}).")
+    for name, obj in objects.items():
+        obj.load_state_dict(_join_tensors(plain[name], tensors, str(source)))
 
 
 @dataclass
@@ -73,6 +165,9 @@ class TrainerState:
     """Optimizer steps over all stages; names the checkpoints."""
     stage_completed: bool = False
     """True once every epoch of ``stage`` ran."""
+    epoch_offset: int = 0
+    """Added to ``epoch`` for the data pipeline's epoch (sampler order, augmentation): a stage
+    that continues another's optimizer and schedule goes on with that stage's epoch count."""
     best_metric: float | None = None
     """Best value of the stage's ``metric_for_best`` so far."""
     best_epoch: int | None = None
@@ -169,10 +264,10 @@ def _prune(root: Path, total_limit: int | None) -> None:
     if total_limit is None or len(checkpoints) <= total_limit:
         return
     keep = {path for path, _ in checkpoints[-total_limit:]} if total_limit > 0 else set()
-    last_of_stage: dict[str, Path] = {}
+    last_of_stage: dict[int, Path] = {}
     for path, state in checkpoints:
         if state.stage_completed:
-            last_of_stage[state.stage] = path
+            last_of_stage[state.stage_index] = path
     keep |= set(last_of_stage.values())
     for path, _ in checkpoints:
         if path not in keep:
@@ -186,12 +281,14 @@ def save_checkpoint(
     state: TrainerState,
     *,
     total_limit: int | None = None,
+    recipe_state: Mapping[str, Stateful] | None = None,
 ) -> str:
     """Save the full training state as ``checkpoints/checkpoint-<global_step>``, atomically.
 
     Every process must call this (``save_state`` writes each process's RNG state). Returns the
     checkpoint folder. A folder of the same step from another stage (a stage without steps)
-    gets the stage name as suffix.
+    gets the stage name as suffix. ``recipe_state`` objects (identical on every process) are
+    written by the main process (:func:`save_recipe_state`).
     """
     if accelerator.project_configuration.automatic_checkpoint_naming:
         raise ValueError(
@@ -203,7 +300,7 @@ def save_checkpoint(
     final = root / name
     if final.exists() and accelerator.is_main_process:
         existing = read_trainer_state(final) if (final / TRAINER_STATE_NAME).is_file() else None
-        if existing is not None and existing.stage != state.stage:
+        if existing is not None and existing.stage_index != state.stage_index:
             name = f"{name}-{state.stage}"
             final = root / name
     name = broadcast_object_list([name], from_process=0)[0]  # the main process decides the name
@@ -220,6 +317,8 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if recipe_state:
+            save_recipe_state(tmp, recipe_state)
         state_path = tmp / TRAINER_STATE_NAME
         with open(state_path, "w", encoding="utf-8") as handle:
             handle.write(state.to_json())
@@ -238,9 +337,13 @@ def save_checkpoint(
     return str(final)
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: str | os.PathLike) -> TrainerState:
-    """Restore models, optimizers, registered objects (schedulers) and RNG states; return the
-    trainer state stored with them.
+def load_checkpoint(
+    accelerator: Accelerator,
+    checkpoint: str | os.PathLike,
+    recipe_state: Mapping[str, Stateful] | None = None,
+) -> TrainerState:
+    """Restore models, optimizers, registered objects (schedulers), RNG states and the recipe's
+    state objects; return the trainer state stored with them.
 
     The prepared objects must be the ones the checkpoint was saved with, prepared in the same
     order (that is what a recipe re-run with the same config does).
@@ -255,4 +358,5 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: str | os.PathLike) -> 
             accelerator.num_processes,
         )
     accelerator.load_state(str(checkpoint))
+    load_recipe_state(checkpoint, recipe_state or {})
     return state

@@ -280,13 +280,18 @@ def _field_type_at(cls: type, dotted: str, source: str) -> Any:
             raise _unknown_key_error(source, ".".join(walked), part, list(fields))
         tp = fields[part][1]
         walked.append(part)
-    if dataclasses.is_dataclass(_unwrap_optional(tp)[0]):
-        example = next(iter(_fields(_unwrap_optional(tp)[0])), "field")
-        raise ConfigError(
-            f"{source}: '{dotted}' is a section, not a value; override its fields instead, "
-            f"e.g. --{dotted}.{example} VALUE."
-        )
+    section, optional = _unwrap_optional(tp)
+    if dataclasses.is_dataclass(section) and not optional:
+        raise _section_error(source, dotted, section, optional=False)
     return tp
+
+
+def _section_error(source: str, dotted: str, section: type, *, optional: bool) -> ConfigError:
+    example = next(iter(_fields(section)), "field")
+    return ConfigError(
+        f"{source}: '{dotted}' is a section, not a value; override its fields instead, "
+        f"e.g. --{dotted}.{example} VALUE" + (" (or switch it off with null)." if optional else ".")
+    )
 
 
 def _accepts_str(tp: Any) -> bool:
@@ -299,10 +304,11 @@ def _accepts_str(tp: Any) -> bool:
 
 def _parse_override_value(text: str, tp: Any, dotted: str, source: str) -> Any:
     """Turn the command-line text of an override into a value of the field's type."""
-    _, optional = _unwrap_optional(tp)
+    inner, optional = _unwrap_optional(tp)
     if optional and text in ("null", "Null", "NULL", "none", "None", "~"):
         return None
-    inner, _ = _unwrap_optional(tp)
+    if dataclasses.is_dataclass(inner):  # an optional section takes only null on the command line
+        raise _section_error(source, dotted, inner, optional=True)
     if _accepts_str(tp) and (inner in (str, Path) or text in typing.get_args(inner)):
         return Path(text) if inner is Path else text
     try:
@@ -389,6 +395,10 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
             text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{source} does not exist.") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{source} is a folder; pass a YAML file.") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{source} cannot be read: {err}") from None
         try:
             data = _yaml_load(text)
         except yaml.YAMLError as err:
@@ -462,13 +472,15 @@ def parse_recipe_args(
     *,
     description: str | None = None,
     default_config: str | None = None,
+    default_output_dir: str | None = None,
 ) -> tuple[T, RecipeArgs]:
     """Parse a recipe's command line: ``--config``, ``--output_dir``, ``--resume``,
     ``--push_to_hub``, ``--hub_model_id`` and ``--section.field VALUE`` overrides.
 
     ``--resume`` without a value resumes from the latest checkpoint in the output folder; with a
     value (``--resume=PATH``) from that checkpoint. If ``cls`` has a top-level ``output_dir``
-    field, ``--output_dir`` overrides it; otherwise ``--output_dir`` is required.
+    field, ``--output_dir`` overrides it; otherwise ``--output_dir`` is required unless
+    ``default_output_dir`` is given.
     """
     parser = argparse.ArgumentParser(
         description=description,
@@ -496,6 +508,7 @@ def parse_recipe_args(
     cfg = load_config(cls, namespace.config, overrides)
 
     output_dir = getattr(cfg, "output_dir", None) if has_output_field else namespace.output_dir
+    output_dir = output_dir or default_output_dir
     if not output_dir:
         raise ConfigError("No output folder: pass --output_dir DIR (or set output_dir in the config).")
     args = RecipeArgs(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-__all__ = ["EVAL_RESULTS_NAME", "evaluate_domains", "evaluate_retrieval"]
+__all__ = ["EVAL_RESULTS_NAME", "evaluate_domains", "evaluate_protocol", "evaluate_retrieval"]
 
 logger = logging.getLogger(__name__)
 
@@ -276,19 +276,25 @@ def evaluate_domains(
     accelerator: Accelerator,
     progress_bar: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """Embed the query and gallery of every evaluation domain and rank them.
+    """Embed the query and gallery of every evaluation set and rank them under its protocol.
 
     Args:
-        eval_sets: :class:`~hf_reid.training.reid_data.EvalSet` s (``load_data(...).eval_sets``).
-        embed: ``batch -> features`` (the batch has ``pixel_values``, ``pids``, ``camids``).
+        eval_sets: :class:`~hf_reid.training.reid_data.EvalSet` s (``load_data(...).eval_sets``);
+            each carries its :class:`~hf_reid.data.protocols.EvalProtocol`.
+        embed: ``batch -> features`` (the batch has ``pixel_values``, ``pids``, ``camids``,
+            ``clothes_ids``).
         model: the model ``embed`` uses (put in eval mode while embedding).
         transform: the test-time transform of the model's image processor.
         data_args / eval_args: the recipe's ``DataArgs`` and ``EvalArgs``.
         normalize: L2-normalise features before comparing them (as the method's paper does).
-        output_dir: the run folder; each domain writes ``eval/<domain>/`` (results and plots).
+        output_dir: the run folder; each set writes ``eval/<name>/`` (results and plots).
 
     Returns:
-        ``{domain name: metrics}`` (what the recipe writes to ``eval_results.json``).
+        ``{name: metrics}`` (what the recipe writes to ``eval_results.json``). Every entry records
+        ``protocol`` and ``num_trials``; a protocol of several trials (random gallery draws or
+        splits) reports the mean of every metric over the trials, its standard deviation as
+        ``<metric>_std``, and each trial's numbers under ``trials``. The features are extracted
+        once; each trial ranks a selection of them.
     """
     from .features import extract_features
     from .reid_data import eval_loader
@@ -304,14 +310,15 @@ def evaluate_domains(
                     loader,
                     accelerator,
                     model=model,
-                    metadata_keys=["pids", "camids", "paths"],
+                    metadata_keys=["pids", "camids", "clothes_ids", "paths"],
                     desc=f"Embedding {eval_set.name}",
                     progress_bar=progress_bar,
                 )
             )
-        results[eval_set.name] = evaluate_retrieval(
+        results[eval_set.name] = evaluate_protocol(
             sides[0],
             sides[1],
+            eval_set.protocol,
             metric=eval_args.metric,
             normalize=normalize,
             max_rank=eval_args.max_rank,
@@ -322,10 +329,98 @@ def evaluate_domains(
             image_root=eval_set.image_root,
             extra={"dataset": eval_set.name},
         )
-        logger.info(
-            "%s: mAP %.1f%%, rank-1 %.1f%%",
-            eval_set.name,
-            100 * results[eval_set.name]["mAP"],
-            100 * results[eval_set.name]["rank-1"],
+        result = results[eval_set.name]
+        spread = (
+            f" (mean of {result['num_trials']} trials, std {100 * result['mAP_std']:.1f} / "
+            f"{100 * result['rank-1_std']:.1f})"
+            if result["num_trials"] > 1
+            else ""
         )
+        logger.info(
+            "%s [%s]: mAP %.1f%%, rank-1 %.1f%%%s",
+            eval_set.name,
+            result["protocol"],
+            100 * result["mAP"],
+            100 * result["rank-1"],
+            spread,
+        )
+    return results
+
+
+def _take(side: Mapping[str, Any], index: np.ndarray) -> dict[str, Any]:
+    """The rows ``index`` of an ``extract_features`` dict (features and metadata)."""
+    rows = torch.as_tensor(index, dtype=torch.long)
+    out: dict[str, Any] = {}
+    for key, value in side.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value[rows]
+        elif isinstance(value, (list, tuple)):
+            out[key] = [value[i] for i in index.tolist()]
+        else:
+            out[key] = value
+    return out
+
+
+def _trial_rows(side: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The metadata a protocol's ``select_trial`` reads (numpy arrays)."""
+    rows = {}
+    for key in ("pids", "camids", "clothes_ids", "paths"):
+        if key in side:
+            value = side[key]
+            rows[key] = value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    return rows
+
+
+def evaluate_protocol(
+    query: Mapping[str, Any],
+    gallery: Mapping[str, Any],
+    protocol: Any,
+    *,
+    output_dir: str | os.PathLike | None = None,
+    accelerator: Accelerator | None = None,
+    extra: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """:func:`evaluate_retrieval` under an :class:`~hf_reid.data.protocols.EvalProtocol`.
+
+    ``query`` / ``gallery`` are ``extract_features`` dicts of the pools. One trial ranks them
+    with the protocol's rule; several trials rank each trial's selection and report the mean,
+    ``<metric>_std`` (population standard deviation over trials) and ``trials``. The plots show
+    trial 0. Other keyword arguments go to :func:`evaluate_retrieval`.
+    """
+    extra = {**(extra or {}), "protocol": protocol.name, "num_trials": protocol.num_trials}
+    rank_kwargs = protocol.rank_kwargs()
+    if protocol.num_trials == 1 and protocol.select_trial is None:
+        return evaluate_retrieval(
+            query, gallery, rank_kwargs=rank_kwargs, output_dir=output_dir, accelerator=accelerator,
+            extra=extra, **kwargs,
+        )  # fmt: skip
+    q_rows, g_rows = _trial_rows(query), _trial_rows(gallery)
+    trials = []
+    for trial in range(protocol.num_trials):
+        q_idx, g_idx = protocol.trial_indices(q_rows, g_rows, trial)
+        trials.append(
+            evaluate_retrieval(  # trial 0 writes the plots; its eval_results.json is replaced below
+                _take(query, q_idx),
+                _take(gallery, g_idx),
+                rank_kwargs=rank_kwargs,
+                output_dir=output_dir if trial == 0 else None,
+                accelerator=accelerator,
+                extra={**extra, "trial": trial},
+                **kwargs,
+            )
+        )
+    results = {k: v for k, v in trials[0].items() if k != "trial"}
+    for key, value in list(results.items()):
+        if isinstance(value, float):
+            values = np.array([t[key] for t in trials], dtype=np.float64)
+            results[key] = float(values.mean())
+            results[f"{key}_std"] = float(values.std())
+    results["cmc"] = np.mean([t["cmc"] for t in trials], axis=0).tolist()
+    results["num_query"] = [t["num_query"] for t in trials]
+    results["num_gallery"] = [t["num_gallery"] for t in trials]
+    results["trials"] = [{k: v for k, v in t.items() if isinstance(v, float) or k == "trial"} for t in trials]
+    if output_dir is not None and (accelerator is None or accelerator.is_main_process):
+        path = Path(output_dir) / EVAL_RESULTS_NAME
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results

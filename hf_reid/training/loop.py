@@ -12,6 +12,20 @@ checkpoint saved at its own end (so the recipe code between stages, e.g. computi
 of the learned prompts, sees the same model as in the uninterrupted run) and returns without
 training; the checkpoint's stage restores it and continues from the next batch.
 
+What multi-stage methods need beyond that:
+
+* ``on_epoch_start(state)`` runs at the start of every epoch, before the sampler learns the
+  epoch: an unsupervised method re-clusters there and hands the sampler its new labels. It does
+  not run again for an epoch that a resume enters half-way: that epoch's labels come back with
+  the checkpoint.
+* recipe state objects (``StageRunner(..., recipe_state={"labels": obj})`` or
+  :meth:`StageRunner.track_state`): anything with ``state_dict`` / ``load_state_dict`` (pseudo-
+  labels, a cluster memory) is saved in every checkpoint and restored on resume, pickle-free.
+* a stage name may appear more than once in ``stages`` (a stage re-entered, e.g. alternating
+  clustering and prompt rounds), and ``train_stage(..., continues="adapt")`` goes on with an
+  earlier stage's optimizer and schedule (pass the same prepared optimizer and scheduler): its
+  data epochs continue that stage's count, as CLIP-FGDI's last stage does.
+
 Reproducible resume needs the data order to depend on (seed, epoch) only: use samplers with
 ``set_epoch`` (the PK sampler, or ``create_accelerator``'s seedable sampler) and draw random
 augmentations per sample rather than from a stream shared by the whole epoch.
@@ -35,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    Stateful,
     TrainerState,
     list_checkpoints,
     load_checkpoint,
@@ -43,7 +58,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 
-__all__ = ["EpochEndFn", "LossFn", "StageRunner", "StepEndFn", "set_sampler_epoch"]
+__all__ = ["EpochEndFn", "EpochStartFn", "LossFn", "StageRunner", "StepEndFn", "set_sampler_epoch"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +66,8 @@ LossFn = Callable[[Any], tuple[torch.Tensor, Mapping[str, float | torch.Tensor]]
 """``compute_loss(batch) -> (loss, logs)``: ``logs`` maps loss-term names to scalars."""
 EpochEndFn = Callable[[TrainerState], Mapping[str, float] | None]
 """``on_epoch_end(state) -> metrics or None``; called on every process after each epoch."""
+EpochStartFn = Callable[[TrainerState], None]
+"""``on_epoch_start(state)``; called on every process before each epoch's sampler epoch is set."""
 StepEndFn = Callable[[TrainerState], None]
 """``on_optimizer_step(state)``; called on every process after each optimizer step."""
 
@@ -93,7 +110,8 @@ class StageRunner:
     Args:
         accelerator: the run's Accelerator (see :func:`~hf_reid.training.utils.create_accelerator`).
         output_dir: the run folder; checkpoints go to ``output_dir/checkpoints``.
-        stages: names of the recipe's stages in the order they run.
+        stages: names of the recipe's stages in the order they run (a name may repeat: the stage
+            is entered again).
         seed: the run's seed (epoch-start random draws of the data pipeline derive from it).
         checkpoint_every: save a checkpoint every this many optimizer steps and at the end of each
             stage; ``None`` disables checkpoints.
@@ -102,6 +120,8 @@ class StageRunner:
         log_every: log the mean of each loss term every this many optimizer steps (and at the end
             of every epoch).
         progress_bar: show a tqdm bar per epoch on the local main process.
+        recipe_state: the recipe's own state objects (``name -> obj`` with ``state_dict`` /
+            ``load_state_dict``), checkpointed with the model and restored on resume.
     """
 
     def __init__(
@@ -116,9 +136,10 @@ class StageRunner:
         resume: str | None = None,
         log_every: int = 10,
         progress_bar: bool = True,
+        recipe_state: Mapping[str, Stateful] | None = None,
     ) -> None:
-        if not stages or len(set(stages)) != len(stages):
-            raise ValueError(f"stages must be a non-empty list of distinct names, got {list(stages)}.")
+        if not stages or not all(isinstance(name, str) and name for name in stages):
+            raise ValueError(f"stages must be a non-empty list of stage names, got {list(stages)}.")
         if checkpoint_every is not None and checkpoint_every <= 0:
             raise ValueError(
                 f"checkpoint_every must be a positive number of steps or None, got {checkpoint_every}."
@@ -134,15 +155,21 @@ class StageRunner:
         self.log_every = log_every
         self.progress_bar = progress_bar
         self.state = TrainerState(num_processes=accelerator.num_processes, seed=seed)
+        self.recipe_state: dict[str, Stateful] = {}
+        for name, obj in (recipe_state or {}).items():
+            self.track_state(name, obj)
+        self._stage_end_epochs: dict[int, int] = {}
+        """Stage index -> the data epoch it ended at (for stages that continue it)."""
         self._next_stage = 0
         self._registered: set[int] = set()
         self._resume_path = resolve_resume_checkpoint(self.output_dir, resume)
         self._resume_state = read_trainer_state(self._resume_path) if self._resume_path else None
         if self._resume_state is not None:
-            if self._resume_state.stage not in self.stages:
+            index = self._resume_state.stage_index
+            if not 0 <= index < len(self.stages) or self.stages[index] != self._resume_state.stage:
                 raise ValueError(
-                    f"Checkpoint {self._resume_path} belongs to stage '{self._resume_state.stage}', "
-                    f"which this recipe does not have (stages: {self.stages})."
+                    f"Checkpoint {self._resume_path} belongs to stage '{self._resume_state.stage}' "
+                    f"(position {index}), which this recipe does not have there (stages: {self.stages})."
                 )
             logger.info(
                 "Resuming from %s (stage %s, epoch %d, step %d).",
@@ -157,6 +184,17 @@ class StageRunner:
                 self.output_dir,
             )
 
+    def track_state(self, name: str, obj: Stateful) -> None:
+        """Checkpoint ``obj`` (``state_dict`` / ``load_state_dict``) as ``name`` from now on, and
+        restore it whenever a checkpoint is loaded. Register before the first stage runs."""
+        if not isinstance(obj, Stateful):
+            raise TypeError(
+                f"recipe state {name!r}: {type(obj).__name__} has no state_dict / load_state_dict."
+            )
+        if name in self.recipe_state and self.recipe_state[name] is not obj:
+            raise ValueError(f"recipe state {name!r} is already tracked (another object).")
+        self.recipe_state[name] = obj
+
     # ------------------------------------------------------------------------------------------
     def train_stage(
         self,
@@ -169,10 +207,12 @@ class StageRunner:
         epochs: int,
         scheduler: Any | None = None,
         max_grad_norm: float | None = None,
+        on_epoch_start: EpochStartFn | None = None,
         on_epoch_end: EpochEndFn | None = None,
         on_optimizer_step: StepEndFn | None = None,
         metric_for_best: str | None = None,
         greater_is_better: bool = True,
+        continues: str | None = None,
     ) -> TrainerState:
         """Train one stage for ``epochs`` epochs (or restore it when resuming past it).
 
@@ -190,19 +230,31 @@ class StageRunner:
                 a ``step_unit`` attribute; others are stepped per epoch). Do not pass it through
                 ``accelerator.prepare``: the runner steps it and registers it for checkpointing.
             max_grad_norm: clip the gradient norm to this value before each optimizer step.
+            on_epoch_start: called on every process at the start of each epoch, before the
+                sampler's epoch is set (not again for an epoch a resume enters half-way).
             on_epoch_end: called after each epoch on every process; metrics it returns are logged.
             on_optimizer_step: called on every process after each optimizer step (after the
                 gradient-accumulation window closes), e.g. to update a momentum encoder.
             metric_for_best: a key of those metrics tracked as ``state.best_metric``.
             greater_is_better: direction of ``metric_for_best``.
+            continues: the name of an earlier stage whose optimizer and scheduler this stage goes
+                on with: its data epochs (sampler order, augmentation) continue that stage's count.
         """
         if name not in self.stages:
             raise ValueError(f"Unknown stage '{name}'; the runner was created with stages {self.stages}.")
-        index = self.stages.index(name)
-        if index != self._next_stage:
-            expected = self.stages[self._next_stage] if self._next_stage < len(self.stages) else None
+        index = self._next_stage
+        if index >= len(self.stages) or self.stages[index] != name:
+            expected = self.stages[index] if index < len(self.stages) else None
             raise RuntimeError(f"Stage '{name}' called out of order; the next stage is {expected!r}.")
         self._next_stage += 1
+        epoch_offset = 0
+        if continues is not None:
+            earlier = [i for i in range(index) if self.stages[i] == continues]
+            if not earlier:
+                raise ValueError(
+                    f"Stage '{name}' continues '{continues}', which is not an earlier stage of {self.stages}."
+                )
+            epoch_offset = self._stage_end_epochs[earlier[-1]]
         if not isinstance(optimizer, AcceleratedOptimizer):
             raise TypeError(
                 f"Stage '{name}': pass the optimizer through accelerator.prepare(...) first "
@@ -213,7 +265,8 @@ class StageRunner:
         models = [model] if isinstance(model, nn.Module) else list(model)
         scheduler = self._register_scheduler(scheduler)
 
-        if self._enter_stage(name, index):
+        if self._enter_stage(name, index, epoch_offset):
+            self._stage_end_epochs[index] = self.state.epoch_offset + self.state.epoch
             return self.state
 
         step_unit = getattr(scheduler, "step_unit", "epoch") if scheduler is not None else None
@@ -221,7 +274,9 @@ class StageRunner:
         while state.epoch < epochs:
             for module in models:
                 module.train()
-            set_sampler_epoch(dataloader, state.epoch)
+            if on_epoch_start is not None and state.batch_in_epoch == 0:
+                on_epoch_start(state)
+            set_sampler_epoch(dataloader, state.epoch_offset + state.epoch)
             self._train_epoch(
                 models=models,
                 optimizer=optimizer,
@@ -242,12 +297,22 @@ class StageRunner:
                     self._log_metrics(metrics, metric_for_best, greater_is_better)
 
         state.stage_completed = True
+        self._stage_end_epochs[index] = state.epoch_offset + state.epoch
         logger.info(
             "Stage '%s' finished: %d epochs, %d optimizer steps.", name, state.epoch, state.stage_step
         )
         if self.checkpoint_every is not None:
-            save_checkpoint(self.accelerator, self.output_dir, state, total_limit=self.total_limit)
+            self._save()
         return state
+
+    def _save(self) -> None:
+        save_checkpoint(
+            self.accelerator,
+            self.output_dir,
+            self.state,
+            total_limit=self.total_limit,
+            recipe_state=self.recipe_state,
+        )
 
     def _train_epoch(
         self,
@@ -309,7 +374,7 @@ class StageRunner:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k in window})
                 window, window_batches = {}, 0
             if self.checkpoint_every is not None and state.stage_step % self.checkpoint_every == 0:
-                save_checkpoint(accelerator, self.output_dir, state, total_limit=self.total_limit)
+                self._save()
         bar.close()
         if window_batches:
             self._log_window(window, window_batches, optimizer)
@@ -327,14 +392,14 @@ class StageRunner:
             self._registered.add(id(scheduler))
         return scheduler
 
-    def _enter_stage(self, name: str, index: int) -> bool:
+    def _enter_stage(self, name: str, index: int, epoch_offset: int) -> bool:
         """Set up the state for a stage; return True when resuming says it is already done."""
         resume = self._resume_state
         if resume is not None and resume.stage_index > index:
             ends = [
                 p
                 for p, s in list_checkpoints(self._resume_path_root())
-                if s.stage == name and s.stage_completed
+                if s.stage_index == index and s.stage_completed
             ]
             if not ends:
                 raise FileNotFoundError(
@@ -342,10 +407,10 @@ class StageRunner:
                     f"'{name}' is missing from {self._resume_path_root()}."
                 )
             logger.info("Stage '%s' already finished; restoring its final state from %s.", name, ends[-1])
-            self.state = load_checkpoint(self.accelerator, ends[-1])
+            self.state = load_checkpoint(self.accelerator, ends[-1], self.recipe_state)
             return True
         if resume is not None and resume.stage_index == index:
-            self.state = load_checkpoint(self.accelerator, self._resume_path)
+            self.state = load_checkpoint(self.accelerator, self._resume_path, self.recipe_state)
             self._resume_state = None
             if self.state.stage_completed:
                 logger.info("Stage '%s' already finished in %s.", name, self._resume_path)
@@ -362,6 +427,7 @@ class StageRunner:
             stage=name,
             stage_index=index,
             global_step=previous.global_step,
+            epoch_offset=epoch_offset,
             num_processes=self.accelerator.num_processes,
             seed=self.seed,
             log_history=previous.log_history,
@@ -388,11 +454,15 @@ class StageRunner:
                 loader = self.accelerator.skip_first_batches(dataloader, skip)
             else:
                 loader = itertools.islice(dataloader, skip, None)
-        iterator = iter(loader)
+        epoch_seed = (self.seed * 1_000_003 + self.state.stage_index * 10_007 + self.state.epoch) % 2**63
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(
-                (self.seed * 1_000_003 + self.state.stage_index * 10_007 + self.state.epoch) % 2**63
-            )
+            # A plain DataLoader draws its workers' base seed when the iterator is made (a prepared
+            # one at the first batch): from a seed of its own, off the training stream, so that a
+            # resumed epoch does not shift the random draws that follow.
+            torch.manual_seed((epoch_seed + 1) % 2**63)
+            iterator = iter(loader)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed)
             first = next(iterator, _END)
         if first is _END:
             return

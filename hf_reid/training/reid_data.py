@@ -10,6 +10,7 @@ A recipe's config holds ``data: DataArgs``, ``train: TrainArgs`` and ``eval: Eva
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -17,17 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from datasets import Dataset, Image, concatenate_datasets
 from torch.utils.data import DataLoader
 
 from ..data import (
+    STANDARD,
+    EvalProtocol,
     ReidCollator,
     ReidTestTransform,
+    ReidTransformConfig,
     concatenate_sources,
     generate_synthpeds,
+    get_reid_layout,
     load_reid_dataset,
+    reid_layout_options,
     relabel,
 )
+from ..data.synthetic import LAYOUT_NAMES as SYNTHPEDS_LAYOUTS
+from ..data.synthetic import domain_name, get_preset
 from .config import ConfigError
 
 __all__ = [
@@ -43,6 +52,7 @@ __all__ = [
     "eval_loader",
     "load_data",
     "prepare_synthpeds",
+    "validate_data_args",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,11 +82,17 @@ class DataArgs:
     (the domain generalization protocols pool datasets of different layouts); others use ``layout``."""
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-folder ``load_reid_dataset`` options, e.g. ``{cuhk03-np: {labeled: true}}``."""
+    eval_options: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Evaluate an evaluation folder several times, under other options (and so protocols):
+    one evaluation per entry, each merged over ``options``, e.g. ``{ltcc: [{protocol: standard},
+    {protocol: clothes_changing}], sysu_mm01: [{mode: all}, {mode: indoor}]}``."""
     combine_all: bool = False
     """Train on every image of the training domains (train + query + gallery; distractors and
     junk left out), as the domain generalization protocols P1 and P3 do. The test identities of
     a domain get labels of their own."""
     synthpeds: SynthPedsArgs | None = None
+    """Generate SynthPeds into ``root`` when a folder is missing (only into a folder that holds
+    SynthPeds or nothing); ``null`` for your own data."""
     num_workers: int = 0
     """DataLoader workers per process (0: decode and augment in the training process)."""
     p: int = 16
@@ -86,6 +102,10 @@ class DataArgs:
     flip_p: float = 0.5
     pad: int = 10
     random_erasing_p: float = 0.5
+    augment: dict[str, Any] = field(default_factory=dict)
+    """Further fields of :class:`~hf_reid.data.ReidTransformConfig` for training, e.g. CLIP-FGDI's
+    ``{grayscale_p: 0.1, color_jitter_p: 0.1, augmix_p: 0.6, normalization: instance}``;
+    ``normalization`` applies to the test transform too."""
     eval_batch_size: int = 128
 
 
@@ -111,10 +131,14 @@ class EvalArgs:
 
 @dataclass
 class EvalSet:
+    """One evaluation: a query and a gallery (the pools, when the protocol draws trials from
+    them) and the protocol that ranks them."""
+
     name: str
     query: Dataset
     gallery: Dataset
     image_root: Path
+    protocol: EvalProtocol = STANDARD
 
 
 @dataclass
@@ -140,10 +164,13 @@ DATASET_NAMES = {
 }
 
 
-def display_name(layout: str, domain: str) -> str:
-    """How a domain is named in results and the model card: ``SynthPeds d0``, ``Market-1501``."""
+def display_name(layout: str, domain: str, synthetic: bool = False) -> str:
+    """How a domain is named in results and the model card: ``SynthPeds d0``, ``SynthPeds ltcc``
+    (``synthetic``: a folder of a SynthPeds run), ``Market-1501``, ``MSMT17 test``."""
     if layout == "synthpeds":
         return f"SynthPeds {domain.removeprefix('synthpeds_')}"
+    if synthetic:
+        return f"SynthPeds {domain}"
     name = DATASET_NAMES.get(layout, layout)
     return name if domain in ("", ".") else f"{name} {domain}"
 
@@ -160,15 +187,91 @@ def _synthpeds_run(root: Path) -> dict[str, Any] | None:
     return {key: data.get(key) for key in ("preset", "seed", "image_size", "layouts")}
 
 
+def _synthpeds_layout(folder: str) -> str | None:
+    """The SynthPeds layout that writes ``folder`` (``synthpeds_d<k>``: market; ``ltcc``: ltcc...)."""
+    if folder.startswith("synthpeds_d") and folder.removeprefix("synthpeds_d").isdigit():
+        return "market"
+    return folder if folder in SYNTHPEDS_LAYOUTS else None
+
+
+def validate_data_args(args: DataArgs, extra_folders: Sequence[str] = ()) -> None:
+    """Check the whole data section before any work: layout names and options, the folders named
+    in the per-folder settings, the batch shape, and the folders themselves — SynthPeds
+    folders against what the configured preset writes, other folders on disk. Raises
+    :class:`ConfigError` naming the field."""
+    if not args.train_domains:
+        raise ConfigError("data.train_domains is empty: name at least one folder under data.root.")
+    for name in ("p", "k", "eval_batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"data.{name} must be >= 1, got {getattr(args, name)}.")
+    if args.num_workers < 0:
+        raise ConfigError(f"data.num_workers must be >= 0, got {args.num_workers}.")
+    transform_fields = {f.name for f in dataclasses.fields(ReidTransformConfig)}
+    wrong = sorted(set(args.augment) - transform_fields - {"height", "width", "mean", "std"})
+    if wrong or set(args.augment) & {"height", "width", "mean", "std", "flip_p", "pad", "random_erasing_p"}:
+        raise ConfigError(
+            f"data.augment: {wrong or sorted(args.augment)} are not augmentation fields here (size and "
+            "mean/std come from the model's image processor; flip_p, pad and random_erasing_p are data "
+            f"fields of their own). Valid: {sorted(transform_fields - {'height', 'width', 'mean', 'std'})}."
+        )
+    folders = [*args.train_domains, *args.eval_domains]
+    unknown = sorted((set(args.layouts) | set(args.options) | set(args.eval_options)) - set(folders))
+    if unknown:
+        raise ConfigError(
+            f"data.layouts / data.options / data.eval_options name folder(s) {unknown} that are neither in "
+            f"data.train_domains {args.train_domains} nor in data.eval_domains {args.eval_domains}."
+        )
+    for folder in dict.fromkeys(folders):
+        layout = args.layouts.get(folder, args.layout)
+        where = f"data.layouts.{folder}" if folder in args.layouts else "data.layout"
+        try:
+            get_reid_layout(layout)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        valid = reid_layout_options(layout)
+        option_sets = [args.options.get(folder, {}), *args.eval_options.get(folder, [])]
+        for options in option_sets:
+            wrong = sorted(set(options) - set(valid))
+            if wrong:
+                raise ConfigError(
+                    f"data.options / data.eval_options of {folder!r}: the {layout} layout has no option(s) "
+                    f"{wrong}; valid: {valid}."
+                )
+    root = Path(args.root)
+    wanted = list(dict.fromkeys([*folders, *extra_folders]))
+    if args.synthpeds is not None:
+        try:
+            preset = get_preset(args.synthpeds.preset)
+        except ValueError as error:
+            raise ConfigError(f"data.synthpeds.preset: {error}") from None
+        writes = {domain_name(k) for k in range(preset.num_domains)} | set(SYNTHPEDS_LAYOUTS)
+        wrong = [f for f in wanted if f not in writes and not domain_dir(root, f).is_dir()]
+        if wrong:
+            raise ConfigError(
+                f"data: folder(s) {wrong} are neither in data.root {root} nor written by SynthPeds preset "
+                f"{args.synthpeds.preset!r} ({sorted(writes)}); check the names, or set data.synthpeds: null "
+                "and point data.root at your own data."
+            )
+    else:
+        missing = [f for f in wanted if not domain_dir(root, f).is_dir()]
+        if missing:
+            raise ConfigError(
+                f"data.root {root} has no folder(s) {missing} (data.synthpeds is null, so nothing is generated); "
+                "point data.root / data.train_domains / data.eval_domains at your data."
+            )
+
+
 def prepare_synthpeds(args: DataArgs, extra_layouts: Sequence[str] = ()) -> None:
     """Generate SynthPeds when ``data.synthpeds`` is set and a requested folder is missing.
 
-    The Re-ID domains (``train_domains`` and ``eval_domains``, layout ``market``) are always
-    wanted; ``extra_layouts`` adds SynthPeds layouts whose folder has the layout's name, e.g.
-    ``["captions"]`` for the captioned single-camera set ReText trains with.
+    The folders of ``train_domains`` and ``eval_domains`` (and ``extra_layouts``, e.g.
+    ``["captions"]`` for the captioned single-camera set ReText trains with) name the SynthPeds
+    layouts to write: ``synthpeds_d<k>`` is a Market-style domain, ``ltcc`` / ``sysu_mm01`` /
+    ``mlr_cuhk03`` / ``captions`` the layout of that name. SynthPeds is generated only into a
+    folder of its own: one that does not exist, is empty, or holds an earlier SynthPeds run.
     """
     root = Path(args.root)
-    wanted = {*args.train_domains, *args.eval_domains, *extra_layouts}
+    wanted = list(dict.fromkeys([*args.train_domains, *args.eval_domains, *extra_layouts]))
     missing = sorted(d for d in wanted if not domain_dir(root, d).is_dir())
     if not missing:
         return
@@ -179,14 +282,30 @@ def prepare_synthpeds(args: DataArgs, extra_layouts: Sequence[str] = ()) -> None
             "or point data.root / data.train_domains / data.eval_domains at your data."
         )
     synth = args.synthpeds
-    layouts = ["market", *extra_layouts]
-    overwrite = False
+    not_synthpeds = [d for d in missing if _synthpeds_layout(d) is None]
+    if not_synthpeds:
+        raise ConfigError(f"data: SynthPeds writes no folder(s) {not_synthpeds} into {root}.")
     existing = _synthpeds_run(root)
-    if existing is not None and (
-        existing.get("preset"),
-        existing.get("seed"),
-        list(existing.get("image_size", [])),
-    ) == (synth.preset, synth.seed, list(synth.image_size)):
+    if existing is None and root.is_dir() and any(root.iterdir()):
+        raise ConfigError(
+            f"data.root {root} holds other data and no SynthPeds run, so SynthPeds is not generated there; "
+            f"it lacks folder(s) {missing}. Point data.root at your data's folders, or at an empty or new "
+            "folder for SynthPeds, or set data.synthpeds: null."
+        )
+    layouts = list(dict.fromkeys(_synthpeds_layout(d) for d in wanted if _synthpeds_layout(d)))
+    overwrite = False
+    if existing is not None:
+        if (existing.get("preset"), existing.get("seed"), list(existing.get("image_size", []))) != (
+            synth.preset,
+            synth.seed,
+            list(synth.image_size),
+        ):
+            raise ConfigError(
+                f"data.root {root} holds a SynthPeds run with preset {existing.get('preset')!r}, seed "
+                f"{existing.get('seed')}, image size {existing.get('image_size')}, not the configured "
+                f"{synth.preset!r}, seed {synth.seed}, {list(synth.image_size)}; it lacks {missing}. Use "
+                "another data.root or the settings it was made with."
+            )
         # The same SynthPeds run with fewer layouts (e.g. the CLIP-ReID quickstart wrote only the
         # Re-ID domains; ReText also needs the captioned set): regenerate it with every layout.
         # Generation is deterministic, so the images already there come out identical.
@@ -223,27 +342,24 @@ def _combined_splits(domain: str, data: Mapping[str, Dataset]) -> dict[str, Data
 
 
 def load_data(args: DataArgs) -> ReidData:
-    """Read the training and evaluation domains (images stay encoded until the collator)."""
-    if not args.train_domains:
-        raise ConfigError("data.train_domains is empty: name at least one folder under data.root.")
+    """Read the training and evaluation domains (images stay encoded until the collator).
+
+    Every evaluation carries its layout's protocol (``EvalSet.protocol``); a protocol averaged
+    over random draws (SYSU-MM01's gallery samplings) gets the pools it draws from.
+    """
+    validate_data_args(args)
     root = Path(args.root)
-    unknown = sorted((set(args.layouts) | set(args.options)) - {*args.train_domains, *args.eval_domains})
-    if unknown:
-        raise ConfigError(
-            f"data.layouts / data.options name folder(s) {unknown} that are neither in data.train_domains "
-            f"{args.train_domains} nor in data.eval_domains {args.eval_domains}."
-        )
-    cache: dict[str, Any] = {}
+    cache: dict[tuple[str, str], Any] = {}
 
     def layout_of(domain: str) -> str:
         return args.layouts.get(domain, args.layout)
 
-    def splits(domain: str):
-        if domain not in cache:
-            cache[domain] = load_reid_dataset(
-                layout_of(domain), domain_dir(root, domain), **args.options.get(domain, {})
-            )
-        return cache[domain]
+    def splits(domain: str, extra: Mapping[str, Any] | None = None):
+        options = {**args.options.get(domain, {}), **(extra or {})}
+        key = (domain, json.dumps(options, sort_keys=True, default=str))
+        if key not in cache:
+            cache[key] = load_reid_dataset(layout_of(domain), domain_dir(root, domain), **options)
+        return cache[key]
 
     sources: dict[str, Dataset] = {}
     for domain in args.train_domains:
@@ -258,21 +374,11 @@ def load_data(args: DataArgs) -> ReidData:
     num_classes = len(set(train["label"]))
     eval_sets = []
     for domain in args.eval_domains:
-        data = splits(domain)
-        for split in ("query", "gallery"):
-            if split not in data:
-                raise ValueError(
-                    f"data.eval_domains: {domain_dir(root, domain)} ({layout_of(domain)} layout) has no {split} "
-                    f"split (it has {sorted(data)}); evaluate on a domain with query and gallery."
-                )
-        eval_sets.append(
-            EvalSet(
-                display_name(layout_of(domain), domain),
-                data["query"],
-                data["gallery"],
-                domain_dir(root, domain),
-            )
-        )
+        option_sets = args.eval_options.get(domain) or [{}]
+        for extra in option_sets:
+            eval_sets.append(_eval_set(domain, layout_of(domain), splits(domain, extra), splits, extra, root))
+            if len(option_sets) > 1:
+                eval_sets[-1].name = f"{eval_sets[-1].name} ({eval_sets[-1].protocol.name})"
     splits_seen = [train] + [split for s in eval_sets for split in (s.query, s.gallery)]
     num_cameras = 1 + max(max(split["camid"], default=0) for split in splits_seen)
     logger.info(
@@ -280,7 +386,10 @@ def load_data(args: DataArgs) -> ReidData:
         len(train),
         num_classes,
         ", ".join(args.train_domains),
-        ", ".join(f"{s.name} ({len(s.query)} query, {len(s.gallery)} gallery)" for s in eval_sets),
+        ", ".join(
+            f"{s.name} ({len(s.query)} query, {len(s.gallery)} gallery, protocol {s.protocol.name})"
+            for s in eval_sets
+        ),
     )
     return ReidData(
         train=train.cast_column("image", Image(decode=False)),
@@ -290,23 +399,47 @@ def load_data(args: DataArgs) -> ReidData:
     )
 
 
-class MetadataCollator:
-    """A :class:`ReidCollator` that also returns the rows' ``path`` (for the ranked-list plots)."""
+def _eval_set(
+    domain: str, layout: str, data: Any, splits: Any, extra: Mapping[str, Any], root: Path
+) -> EvalSet:
+    """The evaluation of ``domain`` under its protocol; a protocol that averages random draws is
+    given the pools it draws from (its ``pool_options``)."""
+    for split in ("query", "gallery"):
+        if split not in data:
+            raise ValueError(
+                f"data.eval_domains: {domain_dir(root, domain)} ({layout} layout) has no {split} "
+                f"split (it has {sorted(data)}); evaluate on a domain with query and gallery."
+            )
+    protocol: EvalProtocol = getattr(data, "protocol", STANDARD)
+    if protocol.pool_options:
+        data = splits(domain, {**extra, **protocol.pool_options})
+    synthetic = _synthpeds_run(root) is not None and _synthpeds_layout(domain) is not None
+    name = display_name(layout, domain, synthetic)
+    return EvalSet(name, data["query"], data["gallery"], domain_dir(root, domain), protocol)
 
-    def __init__(self, collator: ReidCollator):
+
+class MetadataCollator:
+    """A :class:`ReidCollator` that also returns columns it does not know, one entry per row:
+    by default the rows' ``path`` as ``paths`` (for the ranked-list plots); integer columns come
+    back as a tensor (e.g. ``{"rows": "row"}``: row indices to look pseudo-labels up)."""
+
+    def __init__(self, collator: ReidCollator, columns: Mapping[str, str] | None = None):
         self.collator = collator
+        self.columns = dict(columns or {"paths": "path"})
 
     def set_epoch(self, epoch: int) -> None:
         self.collator.set_epoch(epoch)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         batch = self.collator(rows)
-        batch["paths"] = [row["path"] for row in rows]
+        for key, column in self.columns.items():
+            values = [row[column] for row in rows]
+            batch[key] = torch.tensor(values) if all(isinstance(v, int) for v in values) else values
         return batch
 
 
 def eval_loader(dataset: Dataset, transform: ReidTestTransform, args: DataArgs) -> DataLoader:
-    collator = MetadataCollator(ReidCollator(transform, columns=["pids", "camids"]))
+    collator = MetadataCollator(ReidCollator(transform, columns=["pids", "camids", "clothes_ids"]))
     return DataLoader(
         dataset.cast_column("image", Image(decode=False)),
         batch_size=args.eval_batch_size,

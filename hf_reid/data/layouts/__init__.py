@@ -12,6 +12,17 @@ from .custom import Custom, CustomConfig
 from .ltcc import Ltcc, LtccConfig
 from .market import DukeMtmcReid, Market1501, MarketStyleBuilder, MarketStyleConfig, SynthPeds
 from .msmt17 import Msmt17, Msmt17Config
+from .protocol1 import (
+    Cuhk02,
+    Grid,
+    GridConfig,
+    Ilids,
+    Prid,
+    PridConfig,
+    RandomSplitsBuilder,
+    RandomSplitsConfig,
+    Viper,
+)
 from .sysu_mm01 import SYSU_MM01_CAMERA_GROUPS, SysuMm01, SysuMm01Config
 
 BUILTIN_LAYOUTS: dict[str, type[ReidBuilder]] = {
@@ -28,6 +39,11 @@ BUILTIN_LAYOUTS: dict[str, type[ReidBuilder]] = {
         Captions,
         Custom,
         SynthPeds,
+        Viper,
+        Prid,
+        Grid,
+        Ilids,
+        Cuhk02,
     )
 }
 """Layout name -> builder class for every layout hf_reid ships."""
@@ -37,12 +53,16 @@ __all__ = [
     "SYSU_MM01_CAMERA_GROUPS",
     "Captions",
     "CaptionsConfig",
+    "Cuhk02",
     "Cuhk03Np",
     "Cuhk03NpConfig",
     "CuhkSysu",
     "Custom",
     "CustomConfig",
     "DukeMtmcReid",
+    "Grid",
+    "GridConfig",
+    "Ilids",
     "ImageRecord",
     "Ltcc",
     "LtccConfig",
@@ -52,6 +72,10 @@ __all__ = [
     "MlrCuhk03",
     "Msmt17",
     "Msmt17Config",
+    "Prid",
+    "PridConfig",
+    "RandomSplitsBuilder",
+    "RandomSplitsConfig",
     "ReidBuilder",
     "ReidBuilderConfig",
     "ReidDataError",
@@ -59,4 +83,5 @@ __all__ = [
     "SynthPeds",
     "SysuMm01",
     "SysuMm01Config",
+    "Viper",
 ]

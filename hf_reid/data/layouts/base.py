@@ -9,7 +9,12 @@ way for all of them:
 - bad input is found in ``_split_generators`` (before any Arrow file is written, so errors reach
   the caller unwrapped) and either raised, naming the files and what is wrong, or skipped with a
   logged count when ``on_bad_image="skip"``;
-- junk and distractor counts are logged, never dropped silently;
+- junk and distractor counts are logged, never dropped silently; so are files that are not
+  images, and entries that look like images but cannot be (broken or looping symbolic links,
+  folders named ``*.jpg``, image formats the layouts do not read) are bad files like the others;
+- an image smaller than :data:`MIN_IMAGE_SIZE`, a label that does not fit the 64-bit columns
+  and a name or caption that is not valid UTF-8 are bad files too (they would otherwise be
+  accepted silently or crash while the Arrow files are written);
 - the cache key includes a fingerprint of the data folder (names, sizes, modification times) and
   of the layout's source code, so a fixed file or a changed parser is never masked by a stale
   Arrow cache.
@@ -24,7 +29,7 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -33,11 +38,27 @@ import datasets
 from PIL import Image, ImageFile
 
 from ..features import MODALITIES, NO_CLOTHES_ID, REID_FEATURES
+from ..protocols import STANDARD, EvalProtocol
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-"""File suffixes (any case) that layouts treat as images; other files (``Thumbs.db``) are ignored."""
+"""File suffixes (any case) that layouts treat as images; other files (``Thumbs.db``) are ignored
+(counted and logged)."""
+
+UNSUPPORTED_IMAGE_EXTENSIONS = (".webp", ".gif", ".tif", ".tiff", ".avif", ".heic", ".jp2")
+"""Image formats the layouts do not read: such files are bad files (an error naming them, or
+skipped and counted), never passed over silently. Not accepted because the published datasets
+and the layouts' file-name schemes are JPEG/PNG, and Pillow reads several of them (WebP, AVIF)
+only when built with the optional library, so a folder that loads on one machine would fail on
+another; convert them to PNG or JPEG."""
+
+MIN_IMAGE_SIZE = (8, 4)
+"""Smallest (height, width) in pixels an image may have; smaller ones (a 1x1 placeholder, a
+failed crop) are bad images. Real Re-ID crops are tens of pixels at the least."""
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+"""Range of the ``pid``, ``camid`` and ``clothes_id`` columns (``int64``)."""
 
 MAX_LISTED = 5
 """How many offending files an error or warning names before it summarises the rest."""
@@ -78,6 +99,8 @@ class SplitScan:
     """Distractors (pid 0) found outside the gallery, where they cannot serve as negatives."""
     ignored: int = 0
     """Files that are not images (e.g. ``Thumbs.db``)."""
+    ignored_names: list[str] = field(default_factory=list)
+    """The first :data:`MAX_LISTED` of them, named in the log line."""
 
 
 @dataclass
@@ -101,6 +124,12 @@ class ReidBuilderConfig(datasets.BuilderConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_config_types(self)
+
+
+def is_number(text: str) -> bool:
+    """``text`` is a non-empty run of ASCII digits (``str.isdigit`` also accepts ``"²"``, which
+    ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
 
 
 def layout_option_names(config_class: type[ReidBuilderConfig]) -> list[str]:
@@ -159,13 +188,15 @@ def image_problem(path: Path, *, decode: bool = True) -> str | None:
 
     Checks existence and size; with ``decode`` it then opens and fully decodes the file with
     PIL, with truncated-image tolerance switched off for the duration so that a truncated JPEG
-    is reported even when other code has set ``ImageFile.LOAD_TRUNCATED_IMAGES``.
+    is reported even when other code has set ``ImageFile.LOAD_TRUNCATED_IMAGES``, and rejects
+    images smaller than :data:`MIN_IMAGE_SIZE`. A symbolic link loop or a name the system
+    refuses is reported as unreadable, not raised.
     """
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return "file does not exist"
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
         return f"cannot be read ({err})"
     if size == 0:
         return "empty file (0 bytes)"
@@ -176,25 +207,108 @@ def image_problem(path: Path, *, decode: bool = True) -> str | None:
     try:
         with Image.open(path) as image:
             image.load()
+            width, height = image.size
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         return f"not a readable image ({type(err).__name__}: {err})"
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    min_height, min_width = MIN_IMAGE_SIZE
+    if height < min_height or width < min_width:
+        return (
+            f"image is {width}x{height} px (width x height), smaller than the minimum "
+            f"{min_width}x{min_height} px"
+        )
     return None
 
 
+def record_problem(record: ImageRecord, relative: str) -> str | None:
+    """Why ``record`` (whose path relative to the dataset folder is ``relative``) cannot become a
+    row, or ``None``: a label outside the ``int64`` columns, or text that is not valid UTF-8
+    (Arrow would fail on it half-way through writing the split, naming nothing)."""
+    low, high = INT64_RANGE
+    for name in ("pid", "camid", "clothes_id"):
+        value = getattr(record, name)
+        if not low <= value <= high:
+            return f"{name} {value} does not fit in a 64-bit integer"
+    if not _is_utf8(relative):
+        return "file name is not valid UTF-8; rename the file"
+    if not all(_is_utf8(caption) for caption in record.captions):
+        return "a caption is not valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print and log: undecodable bytes of file names appear as ``\\udcXX``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def list_images(folder: Path, scan: SplitScan) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; counts the other files as ignored."""
+    """Image files directly inside ``folder``, sorted by name.
+
+    Nothing is passed over silently: an entry with an image suffix that is not a readable
+    regular file (a broken symbolic link, a link loop, a folder or a device named ``*.jpg``) and
+    a file in a format the layouts do not read (:data:`UNSUPPORTED_IMAGE_EXTENSIONS`, e.g.
+    ``.webp``) go to ``scan.bad`` with the reason; other files are counted as ignored (and the
+    first few named); sub-folders without an image suffix are left to the layout.
+    """
     images = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if not entry.is_file():
-                continue
-            if entry.name.lower().endswith(IMAGE_EXTENSIONS):
-                images.append(Path(entry.path))
-            else:
+            lower = entry.name.lower()
+            path = Path(entry.path)
+            if lower.endswith(IMAGE_EXTENSIONS):
+                problem = _entry_problem(entry)
+                if problem is None:
+                    images.append(path)
+                else:
+                    scan.bad.append((path, problem))
+            elif lower.endswith(UNSUPPORTED_IMAGE_EXTENSIONS):
+                suffix = lower[lower.rindex(".") :]
+                scan.bad.append(
+                    (
+                        path,
+                        f"image format {suffix} is not read by hf_reid layouts (they read "
+                        f"{', '.join(IMAGE_EXTENSIONS)}); convert it",
+                    )
+                )
+            elif not _is_dir(entry):
                 scan.ignored += 1
+                if len(scan.ignored_names) < MAX_LISTED:
+                    scan.ignored_names.append(shown(entry.name))
     return sorted(images, key=lambda p: p.name)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _entry_problem(entry: os.DirEntry) -> str | None:
+    """Why a directory entry with an image suffix is not an image file, or ``None``."""
+    try:
+        if entry.is_file():
+            return None
+        if entry.is_dir():
+            return "a folder, not an image file"
+    except OSError as err:  # ELOOP: a symbolic link loop; EACCES, ...
+        return f"cannot be read ({err.strerror or err})"
+    if entry.is_symlink():
+        try:
+            target = os.readlink(entry.path)
+        except OSError:
+            target = "?"
+        return f"broken symbolic link (its target {shown(target)} does not exist)"
+    return "not a regular file (a device, pipe or socket)"
 
 
 def require_dir(path: Path, layout: str, what: str, hint: str = "") -> Path:
@@ -249,7 +363,10 @@ def fingerprint(data_dir: Path, builder_class: type) -> str:
                 stat = os.stat(os.path.join(root, name))
             except OSError:
                 continue
-            digest.update(f"{rel_root}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            # surrogatepass: names that are not UTF-8 (undecodable bytes) are hashed, not raised on
+            digest.update(
+                f"{rel_root}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode("utf-8", "surrogatepass")
+            )
     return digest.hexdigest()[:16]
 
 
@@ -313,6 +430,14 @@ class ReidBuilder(datasets.GeneratorBasedBuilder):
         """Apply the layout's protocol to checked records (e.g. SYSU-MM01's gallery sampling)."""
         return splits
 
+    def evaluation_protocol(self, splits: Mapping[str, datasets.Dataset] | None = None) -> EvalProtocol:
+        """How this layout's query and gallery are ranked, under the builder's options.
+
+        ``splits`` (the loaded ``DatasetDict``) lets a layout decide from its data, e.g. a
+        ``custom`` dataset without cameras. The default is the Market-1501 protocol.
+        """
+        return STANDARD
+
     # --- shared machinery ---------------------------------------------------------------------
 
     @property
@@ -335,7 +460,14 @@ class ReidBuilder(datasets.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
-        scans = self._scan(self.root)
+        try:
+            scans = self._scan(self.root)
+        except UnicodeDecodeError as err:  # a list, id or CSV file in another encoding
+            raise ReidDataError(
+                f"{self.LAYOUT_NAME}: a text file under {self.root} (a list, identity or CSV file) is not "
+                f"UTF-8 text: byte 0x{err.object[err.start]:02x} at offset {err.start} ({err.reason}); "
+                "save it as UTF-8."
+            ) from err
         checked = {split: self._check_split(split, scan) for split, scan in scans.items()}
         selected = self._select(checked)
         generators = []
@@ -383,19 +515,28 @@ class ReidBuilder(datasets.GeneratorBasedBuilder):
                 scan.distractors_dropped,
             )
         if scan.ignored:
-            logger.debug("%s: ignored %d file(s) that are not images.", where, scan.ignored)
+            more = ", ..." if scan.ignored > len(scan.ignored_names) else ""
+            logger.info(
+                "%s: ignored %d file(s) that are not images (%s%s).",
+                where,
+                scan.ignored,
+                ", ".join(scan.ignored_names),
+                more,
+            )
 
         bad = list(scan.bad)
         records = []
         for record in scan.records:
-            problem = image_problem(record.path, decode=self.config.validate_images)
+            problem = record_problem(record, self.relative(record.path))
+            if problem is None:
+                problem = image_problem(record.path, decode=self.config.validate_images)
             if problem is None:
                 records.append(record)
             else:
                 bad.append((record.path, problem))
         if bad:
             bad.sort(key=lambda item: str(item[0]))
-            listed = "; ".join(f"{self.relative(p)}: {reason}" for p, reason in bad[:MAX_LISTED])
+            listed = "; ".join(f"{shown(self.relative(p))}: {reason}" for p, reason in bad[:MAX_LISTED])
             more = f" (and {len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else ""
             if self.config.on_bad_image == "error":
                 raise ReidDataError(

@@ -12,9 +12,12 @@ Field names are options, so other caption files (e.g. the ReText-Captions JSON) 
 a single string. The camera is parsed from Market-scheme file names (``PPPP_cC...``) and is 0
 otherwise (real CUHK-PEDES has no cameras). Everything read goes to the ``train`` split.
 
-Empty or blank captions are dropped with a logged count; an entry left without any caption is a
-bad record, like a missing image: an error naming it, or skipped and counted with
-``on_bad_image="skip"``.
+Empty or blank captions are dropped with a logged count; an entry left without any caption (an
+empty list, ``null``, or no ``captions`` field at all) is a bad record, like a missing image: an
+error naming it, or skipped and counted with ``on_bad_image="skip"``. When no entry has the
+field, the field name is wrong and the error says how to map it. A file that is not UTF-8 (a
+UTF-8 byte-order mark is accepted), not JSON, or not a list of objects raises
+:class:`~.base.ReidDataError` naming the file (and the entry).
 """
 
 from __future__ import annotations
@@ -31,6 +34,40 @@ from .base import ImageRecord, ReidBuilder, ReidBuilderConfig, ReidDataError, Sp
 logger = logging.getLogger(__name__)
 
 CAMERA_IN_NAME = re.compile(r"^-?\d+_c(?P<cam>\d+)")
+INTEGER_TEXT = re.compile(r"-?[0-9]+")
+"""A pid given as a string: ASCII digits only (``str.isdigit`` also accepts ``"²"``)."""
+
+
+def read_caption_json(json_path: Path) -> Any:
+    """The parsed content of a caption JSON file.
+
+    Raises:
+        ReidDataError: naming the file, when it cannot be read, is not UTF-8 text (with the
+            offset of the first bad byte), is not valid JSON (with line and column) or is nested
+            too deeply to parse.
+    """
+    try:
+        text = json_path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ReidDataError(
+            f"captions: {json_path} is not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start} ({err.reason}); save it as UTF-8."
+        ) from None
+    except OSError as err:
+        raise ReidDataError(f"captions: {json_path} cannot be read ({err.strerror or err}).") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ReidDataError(f"captions: {json_path} is nested too deeply to be a caption list.") from None
+    except ValueError as err:  # json.JSONDecodeError, or an integer with too many digits
+        raise ReidDataError(f"captions: {json_path} is not valid JSON: {err}.") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a name too long, or one the file system cannot encode
+        return False
 
 
 @dataclass
@@ -87,10 +124,7 @@ class Captions(ReidBuilder):
 
     def _scan(self, root: Path) -> dict[str, SplitScan]:
         json_path = require_file(root / self.config.json_file, self.LAYOUT_NAME, "the caption JSON")
-        try:
-            entries = json.loads(json_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ReidDataError(f"captions: {json_path} is not valid JSON: {err}.") from err
+        entries = read_caption_json(json_path)
         if not isinstance(entries, list):
             raise ReidDataError(
                 f"captions: {json_path} must hold a JSON list of entries, got {type(entries).__name__}."
@@ -99,6 +133,8 @@ class Captions(ReidBuilder):
         scan = SplitScan(source=json_path)
         other_splits = 0
         empty_captions = 0
+        read = with_field = 0
+        captions_field = self.config.captions_field
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ReidDataError(f"captions: {json_path} entry {index} is not an object: {entry!r:.80}.")
@@ -106,10 +142,14 @@ class Captions(ReidBuilder):
             if self.config.keep_split is not None and split is not None and split != self.config.keep_split:
                 other_splits += 1
                 continue
+            read += 1
             pid = self._field(entry, self.config.id_field, json_path, index)
             file_path = self._field(entry, self.config.path_field, json_path, index)
-            captions = self._field(entry, self.config.captions_field, json_path, index)
-            if isinstance(pid, str) and pid.lstrip("-").isdigit():
+            with_field += captions_field in entry
+            captions = entry.get(captions_field)  # missing or null: no captions (a bad entry below)
+            if captions is None:
+                captions = []
+            if isinstance(pid, str) and INTEGER_TEXT.fullmatch(pid.strip()):
                 pid = int(pid)
             if not isinstance(pid, int) or isinstance(pid, bool):
                 raise ReidDataError(
@@ -123,13 +163,13 @@ class Captions(ReidBuilder):
                     f"captions: {json_path} entry {index}: field '{self.config.captions_field}' must be "
                     f"a string or a list of strings, got {captions!r:.80}."
                 )
-            if not isinstance(file_path, str) or not file_path:
+            if not isinstance(file_path, str) or not file_path or "\0" in file_path:
                 raise ReidDataError(
                     f"captions: {json_path} entry {index}: field '{self.config.path_field}' must be a "
-                    f"non-empty path, got {file_path!r}."
+                    f"non-empty path, got {file_path!r:.120}."
                 )
             candidates = [base / file_path for base in bases]
-            path = next((c for c in candidates if c.is_file()), candidates[0])
+            path = next((c for c in candidates if _is_file(c)), candidates[0])
             camid = 0
             if self.config.camera_from_filename:
                 match = CAMERA_IN_NAME.match(path.name)
@@ -140,9 +180,15 @@ class Captions(ReidBuilder):
             if not kept:
                 # An image without any text teaches the text tasks nothing: a bad entry (raises
                 # under on_bad_image="error", left out with a count under "skip").
-                scan.bad.append((path, f"entry {index} has no non-empty caption"))
+                missing = "" if captions_field in entry else f" (no field '{captions_field}')"
+                scan.bad.append((path, f"entry {index} has no non-empty caption{missing}"))
                 continue
             scan.records.append(ImageRecord(path=path, pid=pid, camid=camid, captions=kept))
+        if read and not with_field:
+            raise ReidDataError(
+                f"captions: no entry of {json_path} has the field '{captions_field}' (fields of entry 0: "
+                f"{sorted(map(str, entries[0]))}); map the field names with captions_field=."
+            )
         if other_splits:
             logger.info(
                 "captions: read %d entries of split '%s' from %s; left out %d entries of other splits.",

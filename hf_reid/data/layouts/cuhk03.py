@@ -7,9 +7,12 @@ two cameras (the two views of each CUHK03 camera pair).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..protocols import EvalProtocol
 from .base import ReidDataError, require_dir
 from .market import MARKET_FOLDERS, MarketStyleBuilder, MarketStyleConfig
 
@@ -115,6 +118,11 @@ class MlrCuhk03(MarketStyleBuilder):
         "Market-1501 protocol with low-resolution queries (downscaled by 2, 3 or 4) against a "
         "full-resolution gallery: gallery images of the query's identity and camera are excluded."
     )
+
+    def evaluation_protocol(self, splits: Mapping[str, Any] | None = None) -> EvalProtocol:
+        """Low-resolution queries against the full-resolution gallery, Market-1501 junk rule."""
+        return EvalProtocol("low_resolution", self.EVALUATION)
+
     DESCRIPTION = (
         "MLR-CUHK03: cross-resolution person re-identification on CUHK03; queries are "
         "downscaled by 2, 3 or 4 while gallery images keep their full resolution."

@@ -30,10 +30,13 @@ import logging
 import random
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..features import NO_CLOTHES_ID
+from ..protocols import NO_CAMERAS, STANDARD, EvalProtocol
 from .base import (
     IMAGE_EXTENSIONS,
     ImageRecord,
@@ -41,6 +44,7 @@ from .base import (
     ReidBuilderConfig,
     ReidDataError,
     SplitScan,
+    is_number,
     list_images,
     require_file,
 )
@@ -102,6 +106,16 @@ class Custom(ReidBuilder):
     @property
     def domain(self) -> str:
         return self.config.domain or self.root.name
+
+    def evaluation_protocol(self, splits: Mapping[str, Any] | None = None) -> EvalProtocol:
+        """The Market-1501 protocol when the data has cameras; without cameras (no ``camid``
+        column and no ``camera_pattern``, so every query and gallery image has camid 0) every
+        same-identity gallery image is a match (:data:`~hf_reid.data.protocols.NO_CAMERAS`)."""
+        if splits is not None and all(
+            max(splits[name]["camid"], default=0) == 0 for name in ("query", "gallery") if name in splits
+        ):
+            return NO_CAMERAS
+        return STANDARD
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -192,13 +206,13 @@ class Custom(ReidBuilder):
         value = row.get(column, "")
         if value == "":
             return None
-        if not value.lstrip("-").isdigit():
+        if not is_number(value.lstrip("-")):
             raise ReidDataError(f"custom: {csv_path} line {line}: {column} {value!r} is not an integer.")
         return int(value)
 
     def _pid_mapping(self, names: set[str], source: str) -> dict[str, int]:
         """Identity name -> pid: the integer itself when every name is one, else sorted order."""
-        if all(name.lstrip("-").isdigit() for name in names):
+        if all(is_number(name.lstrip("-")) for name in names):
             return {name: int(name) for name in names}
         logger.info(
             "custom: identity names in %s are not all integers; assigned pids 0..%d in sorted name order.",
@@ -215,7 +229,7 @@ class Custom(ReidBuilder):
             camid = 0
             if self.config.camera_pattern is not None:
                 match = re.search(self.config.camera_pattern, path.name)
-                if match is None or not match.group(1).isdigit():
+                if match is None or not is_number(match.group(1)):
                     scan.bad.append(
                         (
                             path,

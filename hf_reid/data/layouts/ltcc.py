@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from ..protocols import STANDARD, EvalProtocol
 from .base import (
     ImageRecord,
     ReidBuilder,
@@ -138,3 +140,15 @@ class Ltcc(ReidBuilder):
                 left_out,
             )
         return {**splits, "query": query}
+
+    def evaluation_protocol(self, splits: Mapping[str, Any] | None = None) -> EvalProtocol:
+        """``standard`` (same identity and camera excluded) or ``clothes_changing`` (same
+        identity in the same clothes excluded as well; queries without such a match dropped)."""
+        if self.config.protocol == "clothes_changing":
+            return EvalProtocol(
+                "clothes_changing",
+                "LTCC clothes-changing protocol: gallery images of the query's identity from its camera "
+                "or in its clothes are excluded.",
+                clothes_changing=True,
+            )
+        return STANDARD

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from ..synthetic.manifest import domain_problem
 from .base import (
     ImageRecord,
     ReidBuilder,
@@ -168,6 +169,12 @@ class SynthPeds(MarketStyleBuilder):
 
     The ``domain`` column defaults to the folder name, so several domains concatenate into one
     multi-domain set. Any number of cameras is accepted unless ``num_cameras`` is given.
+
+    Only a complete domain loads: the run folder (``data_dir``'s parent) must hold a complete
+    ``synthpeds_manifest.json`` listing the domain (or, for folders written by hf_reid before
+    manifests, ``synthpeds_meta.json``). Anything else, such as the folders a generation killed
+    half-way leaves, raises :class:`ReidDataError` naming the folder and the command that
+    regenerates it, whatever ``on_bad_image`` says: missing images would not show as bad files.
     """
 
     LAYOUT_NAME = "synthpeds"
@@ -182,6 +189,12 @@ class SynthPeds(MarketStyleBuilder):
     HOMEPAGE = "https://github.com/hf-reid/hf_reid"
     LICENSE = "mit"
     CITATION = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        problem = domain_problem(self.root)
+        if problem is not None:
+            raise ReidDataError(f"synthpeds: {self.root} is not a complete SynthPeds domain: {problem}.")
 
     @property
     def domain(self) -> str:

@@ -26,6 +26,7 @@ from .base import (
     ReidBuilderConfig,
     ReidDataError,
     SplitScan,
+    is_number,
     require_dir,
     require_file,
 )
@@ -122,14 +123,14 @@ class Msmt17(ReidBuilder):
             if not line.strip():
                 continue
             fields = line.split()
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            if len(fields) != 2 or not is_number(fields[1].lstrip("-")):
                 raise ReidDataError(
                     f"msmt17: {list_file} line {line_number}: expected '<image path> <pid>', got {line!r}."
                 )
             path = image_dir / fields[0]
             pid = int(fields[1])
             name_fields = path.name.split("_")
-            if len(name_fields) < 3 or not name_fields[2].isdigit():
+            if len(name_fields) < 3 or not is_number(name_fields[2]):
                 scan.bad.append(
                     (
                         path,

@@ -32,18 +32,22 @@ import logging
 import random
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
+
+from ..protocols import EvalProtocol
 from .base import (
     ImageRecord,
     ReidBuilder,
     ReidBuilderConfig,
     ReidDataError,
     SplitScan,
+    is_number,
     list_images,
     modality_index,
     require_dir,
@@ -59,6 +63,8 @@ SYSU_MM01_CAMERA_GROUPS: Mapping[int, int] = MappingProxyType({0: 0, 1: 1, 2: 1,
 """0-based camid -> location group for ``evaluate_rank(camera_groups=...)``: cameras 2 and 3
 (camids 1 and 2) share a location, every other camera is its own group."""
 MULTI_SHOT_SIZE = 10
+NUM_TRIALS = 10
+"""SYSU-MM01 results are the mean over gallery draws with trial 0..9."""
 
 _CAMERA_FOLDER = re.compile(r"^cam(\d+)$")
 
@@ -84,7 +90,7 @@ def read_id_list(path: Path) -> list[int]:
     tokens = [token for token in re.split(r"[,\s]+", path.read_text()) if token]
     ids = []
     for token in tokens:
-        if not token.isdigit():
+        if not is_number(token):
             raise ReidDataError(
                 f"sysu_mm01: {path}: {token!r} is not an identity number (expected e.g. 1,2,4,5,...)."
             )
@@ -153,7 +159,7 @@ class SysuMm01(ReidBuilder):
             infrared = camera in SYSU_MM01_INFRARED_CAMERAS
             modality = modality_index("infrared" if infrared else "visible")
             for person_dir in sorted(p for p in camera_dir.iterdir() if p.is_dir()):
-                if not person_dir.name.isdigit():
+                if not is_number(person_dir.name):
                     scans["train"].bad.append(
                         (person_dir, "folder name is not an identity number (e.g. 0001)")
                     )
@@ -178,24 +184,65 @@ class SysuMm01(ReidBuilder):
         """Draw the gallery: per test identity and visible camera, one or ten images (or all)."""
         if self.config.gallery_shot == "all":
             return splits
-        groups: dict[tuple[int, int], list[ImageRecord]] = defaultdict(list)
-        for record in splits["gallery"]:
-            groups[(record.pid, record.camid)].append(record)
-        rng = random.Random(self.config.trial)
-        gallery = []
-        for key in sorted(groups):
-            candidates = sorted(groups[key], key=lambda r: r.path.name)
-            if self.config.gallery_shot == "single":
-                gallery.append(rng.choice(candidates))
-            else:
-                picked = rng.sample(candidates, min(MULTI_SHOT_SIZE, len(candidates)))
-                gallery.extend(sorted(picked, key=lambda r: r.path.name))
+        records = splits["gallery"]
+        picked = draw_gallery(
+            [r.pid for r in records],
+            [r.camid for r in records],
+            [r.path.name for r in records],
+            self.config.gallery_shot,
+            self.config.trial,
+        )
+        gallery = [records[i] for i in picked]
         logger.info(
             "sysu_mm01: %s-search %s-shot gallery, trial %d: %d of %d visible test images.",
             self.config.mode,
             self.config.gallery_shot,
             self.config.trial,
             len(gallery),
-            len(splits["gallery"]),
+            len(records),
         )
         return {"train": splits["train"], "query": splits["query"], "gallery": gallery}
+
+    def evaluation_protocol(self, splits: Mapping[str, Any] | None = None) -> EvalProtocol:
+        """All-search or indoor-search with camera groups; the single- and multi-shot galleries
+        are reported as the mean over ``NUM_TRIALS`` draws (trials 0..9), which recipe evaluation
+        takes from the full gallery pool (``gallery_shot="all"``) with :func:`draw_gallery`."""
+        mode, shot = self.config.mode, self.config.gallery_shot
+        sampled = shot != "all"
+
+        def select_trial(query: Any, gallery: Any, trial: int) -> tuple[np.ndarray, np.ndarray]:
+            names = [str(path).replace("\\", "/").rsplit("/", 1)[-1] for path in gallery["paths"]]
+            picked = draw_gallery(gallery["pids"], gallery["camids"], names, shot, trial)
+            return np.arange(len(query["pids"])), np.asarray(picked)
+
+        return EvalProtocol(
+            f"{mode}_search",
+            f"SYSU-MM01 {mode}-search, {shot}-shot gallery: infrared queries against visible images; "
+            "cameras 2 and 3 share a location"
+            + (f"; mean over {NUM_TRIALS} random gallery draws." if sampled else "."),
+            camera_groups=SYSU_MM01_CAMERA_GROUPS,
+            num_trials=NUM_TRIALS if sampled else 1,
+            select_trial=select_trial if sampled else None,
+            pool_options={"gallery_shot": "all"} if sampled else {},
+        )
+
+
+def draw_gallery(
+    pids: Sequence[int], camids: Sequence[int], names: Sequence[str], shot: str, trial: int
+) -> list[int]:
+    """Indices of the SYSU-MM01 gallery of ``trial``: per identity and camera (both ascending),
+    one (``single``) or up to ten (``multi``) images drawn with ``random.Random(trial)`` from the
+    file names in sorted order; this reproduces the public code's ``random.seed(trial)`` draw."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for index, key in enumerate(zip(pids, camids)):
+        groups[(int(key[0]), int(key[1]))].append(index)
+    rng = random.Random(trial)
+    picked: list[int] = []
+    for key in sorted(groups):
+        candidates = sorted(groups[key], key=lambda i: names[i])
+        if shot == "single":
+            picked.append(rng.choice(candidates))
+        else:
+            chosen = rng.sample(candidates, min(MULTI_SHOT_SIZE, len(candidates)))
+            picked.extend(sorted(chosen, key=lambda i: names[i]))
+    return picked

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .card import dataset_card
-from .layouts import LAYOUT_NAMES, domain_name, plan_synthpeds, resolve_layouts
+from .layouts import domain_name, plan_synthpeds, resolve_layouts
+from .manifest import MANIFEST_FILE, PARTIAL_PREFIX, build_manifest, read_manifest, write_manifest
 from .metadata import META_FILE, build_meta, preset_settings, read_meta, write_meta
 from .presets import SynthPedsPreset, get_preset
 from .writers import write_layouts
@@ -86,16 +90,201 @@ def _summary(meta: dict[str, Any], out_dir: Path, seconds: float, reused: bool) 
     )
 
 
-def _owned_entries(out_dir: Path) -> list[Path]:
-    """Entries of ``out_dir`` a SynthPeds run writes (and ``overwrite`` may delete)."""
-    names = {*LAYOUT_NAMES, META_FILE, "README.md"} - {"market"}
-    return [p for p in out_dir.iterdir() if p.name in names or p.name.startswith("synthpeds_d")]
+def _partial_folders(out_dir: Path) -> list[Path]:
+    """Temporary folders of interrupted runs into ``out_dir`` whose process no longer runs."""
+    candidates = []
+    if out_dir.is_dir():
+        candidates += out_dir.glob(f"{PARTIAL_PREFIX}*")
+    if out_dir.parent.is_dir():
+        candidates += out_dir.parent.glob(f".{glob.escape(out_dir.name)}{PARTIAL_PREFIX}*")
+    stale = []
+    for folder in candidates:
+        pid = folder.name.rsplit(PARTIAL_PREFIX, 1)[1].split("-", 1)[0]
+        ours = folder.is_dir() and not folder.is_symlink() and pid.isascii() and pid.isdigit()
+        if ours and not _process_alive(int(pid)):
+            stale.append(folder)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True  # exists (another user's) or cannot tell: leave its folder alone
+    return True
+
+
+def _entries(out_dir: Path) -> list[str]:
+    """Names in ``out_dir``, leaving out temporary folders of runs (ours or interrupted ones)."""
+    if not out_dir.is_dir():
+        return []
+    return sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(PARTIAL_PREFIX))
+
+
+def _legacy_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of a run written by hf_reid before manifests existed, rebuilt from its meta.
+
+    Those versions wrote ``synthpeds_meta.json`` last, so its presence marks a complete run; the
+    files it wrote are its images (listed in the meta) plus the text files its settings plan.
+    ``None`` when the meta is missing or does not match what its settings plan.
+    """
+    try:
+        meta = read_meta(out_dir)
+        fields = {f.name for f in dataclasses.fields(SynthPedsPreset)}
+        saved = meta["preset_settings"]
+        preset = SynthPedsPreset(
+            **{key: tuple(v) if isinstance(v, list) else v for key, v in saved.items() if key in fields}
+        )
+        plans = plan_synthpeds(int(meta["seed"]), preset, tuple(meta["layouts"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    planned = [image.path for plan in plans for image in plan.images]
+    if planned != [record["path"] for record in meta["images"]]:
+        return None
+    logger.info(
+        "SynthPeds: %s has no %s (written by an earlier hf_reid); rebuilt the list of its files from %s.",
+        out_dir,
+        MANIFEST_FILE,
+        META_FILE,
+    )
+    return build_manifest(_run_files(plans), complete=True, settings=meta)
+
+
+def _run_files(plans: list) -> list[str]:
+    """Every file a run of ``plans`` writes, relative to the output folder (manifest included)."""
+    files = [image.path for plan in plans for image in plan.images]
+    files += [relative for plan in plans for relative in plan.text_files]
+    return [*files, "README.md", META_FILE, MANIFEST_FILE]
+
+
+def _owned(out_dir: Path) -> dict[str, Any] | None:
+    """What the run in ``out_dir`` wrote: its manifest, or one rebuilt for an older run."""
+    manifest = read_manifest(out_dir)  # ManifestError (a ValueError) names an unusable file
+    return manifest if manifest is not None else _legacy_manifest(out_dir)
+
+
+def _check_replaceable(out_dir: Path, owned: dict[str, Any] | None, new_files: list[str]) -> None:
+    """Refuse an overwrite that would remove, replace or mix with anything SynthPeds did not write.
+
+    Raises:
+        FileExistsError: naming ``out_dir`` and the entries in the way: top-level entries the
+            new run writes that no manifest lists, or files SynthPeds did not write inside the
+            folders it did (they would be mixed into the new run's data).
+    """
+    owned_entries = set(owned["entries"]) if owned else set()
+    new_entries = {PurePosixPath(f).parts[0] for f in new_files}
+    existing = _entries(out_dir)
+    conflicts = sorted(name for name in existing if name in new_entries and name not in owned_entries)
+    manifest_note = (
+        f"its {MANIFEST_FILE} does not list them"
+        if owned
+        else f"it holds no {MANIFEST_FILE} saying what SynthPeds wrote"
+    )
+    if conflicts:
+        raise FileExistsError(
+            f"SynthPeds output folder {out_dir} holds {', '.join(conflicts)}, which SynthPeds did not "
+            f"write ({manifest_note}); --overwrite only replaces what a SynthPeds manifest lists. Move "
+            "them away or choose another --out; nothing was changed."
+        )
+    if not owned:
+        return
+    owned_files, owned_folders = set(owned["files"]), set(owned["folders"])
+    foreign = []
+    for entry in sorted(owned_entries & set(existing)):
+        path = out_dir / entry
+        if path.is_symlink() or (path.is_dir() and entry not in owned_folders):
+            foreign.append(entry)
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):  # does not follow links: they are reported
+                for name in sorted(files):
+                    relative = Path(root, name).relative_to(out_dir).as_posix()
+                    if relative not in owned_files:
+                        foreign.append(relative)
+                for name in sorted(dirs):
+                    relative = Path(root, name).relative_to(out_dir).as_posix()
+                    if relative not in owned_folders or Path(root, name).is_symlink():
+                        foreign.append(relative)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" (and {len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"SynthPeds output folder {out_dir}: {shown} inside folders SynthPeds wrote are not in its "
+            f"{MANIFEST_FILE}; --overwrite would mix them into the new run. Move them away first; "
+            "nothing was changed."
+        )
+
+
+def _remove_owned(out_dir: Path, owned: dict[str, Any]) -> None:
+    """Delete exactly the files and (then empty) folders ``owned`` lists."""
+    for relative in owned["files"]:
+        path = out_dir / relative
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    for relative in sorted(owned["folders"], key=lambda f: f.count("/"), reverse=True):
+        path = out_dir / relative
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()  # empty by now: _check_replaceable found no foreign files in it
+
+
+def _move_into_place(partial: Path, out_dir: Path, owned: dict[str, Any] | None, manifest: dict) -> None:
+    """Put the complete run in ``partial`` at ``out_dir``: complete or absent at every moment.
+
+    A new ``out_dir`` is one rename. Into an existing folder, a manifest marking the run
+    incomplete (listing the old and the new files, so an interrupted swap can be overwritten)
+    goes first, then the old run's files go, the new entries are renamed in, and the complete
+    manifest arrives last.
+    """
+    if partial.parent != out_dir:
+        try:
+            partial.rename(out_dir)
+        except OSError as err:  # another process created out_dir meanwhile (rename needs it absent or empty)
+            raise FileExistsError(
+                f"SynthPeds output folder {out_dir} was created by something else while this run was being "
+                f"generated ({err.strerror}); nothing of this run was written there."
+            ) from None
+        return
+    pending = build_manifest(
+        [*(owned["files"] if owned else []), *manifest["files"]],
+        complete=False,
+        settings=manifest["settings"],
+    )
+    write_manifest(pending, out_dir)
+    if owned:
+        _remove_owned(out_dir, {**owned, "files": [f for f in owned["files"] if f != MANIFEST_FILE]})
+    for entry in manifest["entries"]:
+        if entry != MANIFEST_FILE:
+            (partial / entry).rename(out_dir / entry)
+    os.replace(partial / MANIFEST_FILE, out_dir / MANIFEST_FILE)
+    partial.rmdir()
+
+
+def _partial_folder(out_dir: Path) -> Path:
+    """A new temporary folder for a run into ``out_dir``, on the same file system.
+
+    Beside ``out_dir`` when it does not exist yet (renamed into place at the end), else inside
+    it (its entries are renamed into place); the name carries this process id, so a later run
+    can tell an interrupted run's folder from a live one.
+    """
+    name = f"{PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if out_dir.is_dir():
+        partial = out_dir / name
+    else:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        partial = out_dir.parent / f".{out_dir.name}{name}"
+    partial.mkdir()  # not tempfile.mkdtemp: its 0700 mode would stay on the renamed output folder
+    return partial
 
 
 def _reusable(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     try:
+        manifest = read_manifest(out_dir)
         meta = read_meta(out_dir)
     except (FileNotFoundError, ValueError):
+        return None
+    if manifest is not None and not manifest["complete"]:
         return None
     same = all(meta.get(key) == value for key, value in settings.items())
     if same and all((out_dir / record["path"]).is_file() for record in meta["images"]):
@@ -123,15 +312,25 @@ def generate_synthpeds(
         layouts: subset of ``market, ltcc, sysu_mm01, mlr_cuhk03, captions, pretrain`` (a list
             or a comma-separated string); ``None`` writes all.
         num_workers: rendering processes (0 or 1: render in this process).
-        overwrite: replace an existing SynthPeds run in ``out_dir``. Without it, a folder that
-            already holds exactly this run is reused and any other non-empty folder is an error.
+        overwrite: replace an existing SynthPeds run in ``out_dir``: only the files and folders
+            its ``synthpeds_manifest.json`` lists are removed; other entries are left alone, and
+            the call is refused (nothing changed) when the new run would write over, or mix
+            with, anything SynthPeds did not write. Without it, a folder that already holds
+            exactly this run is reused and any other non-empty folder is an error.
+
+    The run renders into a temporary folder and is moved into place once complete, with
+    ``synthpeds_manifest.json`` (the completion marker the loaders check) arriving last: an
+    interrupted run leaves ``out_dir`` as it was (a new folder absent, an existing one marked
+    incomplete), never half-written data that loads.
 
     Returns:
         A :class:`SynthPedsSummary` with counts per dataset folder and split, and the speed.
 
     Raises:
-        ValueError: unknown preset or layout, unsupported image size, negative seed.
-        FileExistsError: ``out_dir`` is not empty and holds no identical run (pass ``overwrite``).
+        ValueError: unknown preset or layout, unsupported image size, negative seed, an
+            unreadable manifest (:class:`~.manifest.ManifestError`, naming it).
+        FileExistsError: ``out_dir`` is not empty and holds no identical run (pass
+            ``overwrite``), or ``overwrite`` would touch entries SynthPeds did not write (named).
     """
     preset = get_preset(preset)
     if int(seed) < 0:
@@ -146,8 +345,11 @@ def generate_synthpeds(
         raise NotADirectoryError(
             f"SynthPeds output {out_dir} exists and is not a folder; choose another --out."
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if any(out_dir.iterdir()):
+    for stale in _partial_folders(out_dir):
+        logger.warning("SynthPeds: removing %s, left by an interrupted generation.", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    owned = None
+    if _entries(out_dir):
         if not overwrite:
             meta = _reusable(out_dir, settings)
             if meta is not None:
@@ -161,11 +363,13 @@ def generate_synthpeds(
                 f"SynthPeds output folder {out_dir} is not empty and holds no identical run; pass "
                 "overwrite=True (CLI: --overwrite) to replace it, or choose another folder."
             )
-        for entry in _owned_entries(out_dir):
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        owned = _owned(out_dir)
 
     start = time.perf_counter()
     plans = plan_synthpeds(int(seed), preset, chosen)
+    new_files = _run_files(plans)
+    if _entries(out_dir):
+        _check_replaceable(out_dir, owned, new_files)  # before any work: nothing is changed
     logger.info(
         "SynthPeds: writing %d images (preset %s, seed %d, %dx%d) into %s with %d worker(s)",
         sum(len(p.images) for p in plans),
@@ -175,10 +379,18 @@ def generate_synthpeds(
         out_dir,
         num_workers,
     )
-    write_layouts(plans, out_dir, int(seed), image_size, num_workers)
-    meta = build_meta(plans, settings)
-    (out_dir / "README.md").write_text(dataset_card(meta), encoding="utf-8")
-    write_meta(meta, out_dir)  # last: a folder with a meta file holds a complete run
+    partial = _partial_folder(out_dir)
+    try:
+        write_layouts(plans, partial, int(seed), image_size, num_workers)
+        meta = build_meta(plans, settings)
+        (partial / "README.md").write_text(dataset_card(meta), encoding="utf-8")
+        write_meta(meta, partial)
+        manifest = build_manifest(new_files, complete=True, settings=settings)
+        write_manifest(manifest, partial)  # last: a folder with a complete manifest holds a complete run
+        _move_into_place(partial, out_dir, owned, manifest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - start
     summary = _summary(meta, out_dir, seconds, reused=False)
     logger.info(
