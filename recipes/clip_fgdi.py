@@ -320,7 +320,8 @@ def prompt_loss_fn(loss: Callable, device: torch.device) -> Callable[[dict], tup
 # Run
 # ------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the recipe; returns ``{evaluation name: metrics}`` (the content of ``eval_results.json``)."""
+    """Run the recipe, stages I, II-a, II-b and III; returns ``{evaluation name: metrics}`` (the
+    content of ``eval_results.json``)."""
     run = RecipeRun.start(
         CLIPFGDIRecipeConfig, argv, method="clip_fgdi", default_config=DEFAULT_CONFIG, description=__doc__
     )

@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             scheduler = build_scheduler(
                 optimizer,
                 "cosine",
-                total=args.epochs,
+                total=max(1, args.epochs),
                 warmup=args.warmup_epochs,
                 warmup_factor=args.warmup_factor,
                 min_lr=args.min_lr,
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scheduler2 = build_scheduler(
             optimizer2,
             "cosine",
-            total=cfg.stage2.epochs,
+            total=max(1, cfg.stage2.epochs),
             warmup=cfg.stage2.warmup_epochs,
             warmup_init_lr=cfg.stage2.warmup_init_lr,
             min_lr=cfg.stage2.min_lr,

@@ -159,8 +159,10 @@ def test_invariant_prompts_get_the_reversed_domain_gradient_and_the_classifier_t
     plain = model.invariant_domain_classifier(model.encode_invariant_prompts(labels))
     F.cross_entropy(plain, domains).backward()
     assert reversed_prompts.abs().sum() > 0
+    # equal up to float rounding (the two backward passes may sum in another order across threads)
+    scale = float(model.prompt_learner.context.grad.abs().max())
     torch.testing.assert_close(
-        reversed_prompts, -0.3 * model.prompt_learner.context.grad, rtol=1e-4, atol=1e-9
+        reversed_prompts, -0.3 * model.prompt_learner.context.grad, rtol=1e-4, atol=1e-5 * scale
     )
     torch.testing.assert_close(reversed_classifier, model.invariant_domain_classifier.fc1.weight.grad)
 

@@ -36,20 +36,19 @@ model loads with ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` w
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoTokenizer
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .clip_backbone import ReIDCLIPBackbone, ReIDImageFeatures, end_of_text_position
 from .configuration_clip_fgdi import CLIPFGDIConfig
 from .losses import Gather, cross_entropy_label_smooth, image_text_supcon
+from .modeling_clip_reid import CLIPReIDOutput, prompt_tokenizer
 from .modeling_reid_base import ReIDPreTrainedModel
 from .prompt_learner import PromptLearner
 from .reid_heads import CLIPReIDHead
@@ -203,40 +202,16 @@ class DomainPromptLearner(nn.Module):
 # Outputs
 # ------------------------------------------------------------------------------------------------
 @dataclass
-class CLIPFGDIOutput(ModelOutput):
-    """Output of :class:`CLIPFGDIModel` (stages I and III, and inference).
+class CLIPFGDIOutput(CLIPReIDOutput):
+    """Output of :class:`CLIPFGDIModel`: the fields of :class:`~.modeling_clip_reid.CLIPReIDOutput`
+    (``i2t_loss`` is the label-smoothed CE of ``xproj @ text_features.T`` against the invariant
+    text features, stage III) and the guidance loss.
 
     Args:
-        loss: Weighted total loss (when ``labels`` are given): ``w_id id_loss + w_tri triplet_loss``,
-            plus ``(1 - beta) i2t_loss + beta apn_loss`` with text features (stage III).
-        id_loss: Sum of the label-smoothed identity CEs of both classifiers (unweighted).
-        triplet_loss: Sum of the (soft-margin by default) batch-hard triplet losses on x11, x12
-            and xproj (unweighted).
-        i2t_loss: Label-smoothed CE of ``xproj @ text_features.T`` (unweighted; with ``text_features``).
         apn_loss: The guidance loss :func:`guidance_loss` (unweighted; with ``relevant_text_features``).
-        embeddings: Retrieval feature (B, width + proj).
-        logits: Identity logits of the classifier on BNNeck(x12).
-        logits_projected: Identity logits of the classifier on BNNeck(xproj).
-        i2t_logits: ``xproj @ text_features.T`` (with ``text_features``).
-        image_features: ``xproj``, the projected CLS (the CLIP image feature ``v``).
-        pooled_features: ``x12``, CLS after the post-layernorm.
-        intermediate_features: ``x11``, CLS after the second-to-last block.
-        last_hidden_state: All tokens after the last block, before the post-layernorm.
     """
 
-    loss: torch.Tensor | None = None
-    id_loss: torch.Tensor | None = None
-    triplet_loss: torch.Tensor | None = None
-    i2t_loss: torch.Tensor | None = None
     apn_loss: torch.Tensor | None = None
-    embeddings: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    logits_projected: torch.Tensor | None = None
-    i2t_logits: torch.Tensor | None = None
-    image_features: torch.Tensor | None = None
-    pooled_features: torch.Tensor | None = None
-    intermediate_features: torch.Tensor | None = None
-    last_hidden_state: torch.Tensor | None = None
 
 
 @dataclass
@@ -260,20 +235,6 @@ class CLIPFGDIPromptOutput(ModelOutput):
     domain_loss: torch.Tensor | None = None
     domain_logits: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
-
-
-def _checkpoint_tokenizer(name_or_path: str | os.PathLike):
-    """The tokenizer stored with a CLIP checkpoint, or ``None`` (transformers 5 builds an empty,
-    256-token tokenizer for a folder without tokenizer files, which does not count)."""
-    if os.path.isdir(name_or_path) and not any(
-        os.path.isfile(os.path.join(name_or_path, f)) for f in ("tokenizer.json", "vocab.json")
-    ):
-        return None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError, TypeError):
-        return None
-    return tokenizer if len(tokenizer) > 256 else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -338,13 +299,9 @@ class CLIPFGDIModel(ReIDPreTrainedModel):
         ``tokenizer``, else with the tokenizer stored in the CLIP folder, else the built-in ids of
         the default templates (OpenAI CLIP vocabulary) are used."""
         config, _ = super()._config_from_clip(clip, clip_name_or_path, **config_kwargs)
-        if tokenizer is None:
-            tokenizer = _checkpoint_tokenizer(clip_name_or_path)
-            if tokenizer is None and config.prompt_token_ids is None:
-                raise ValueError(
-                    f"no tokenizer found in {str(clip_name_or_path)!r} to tokenise the prompt templates; pass "
-                    "tokenizer=... (hf_reid.tokenization.load_clip_tokenizer() gives the OpenAI CLIP tokenizer)."
-                )
+        tokenizer = prompt_tokenizer(
+            clip_name_or_path, tokenizer, needed=config.prompt_token_ids is None, what="the prompt templates"
+        )
         if tokenizer is not None:
             config.set_prompt_templates(tokenizer)
         return config, None

@@ -116,6 +116,20 @@ def _checkpoint_tokenizer(name_or_path: str | os.PathLike):
     return tokenizer if len(tokenizer) > 256 else None
 
 
+def prompt_tokenizer(clip_name_or_path, tokenizer, *, needed: bool, what: str):
+    """The tokenizer that tokenises a model's prompt templates: ``tokenizer``, else the one stored
+    with the CLIP checkpoint, else ``None`` when the config's built-in token ids will do
+    (``needed=False``); otherwise an error naming ``what`` is to be tokenised."""
+    if tokenizer is None:
+        tokenizer = _checkpoint_tokenizer(clip_name_or_path)
+    if tokenizer is None and needed:
+        raise ValueError(
+            f"no tokenizer found in {str(clip_name_or_path)!r} to tokenise {what}; pass tokenizer=... "
+            "(hf_reid.tokenization.load_clip_tokenizer() gives the OpenAI CLIP tokenizer)."
+        )
+    return tokenizer
+
+
 class CLIPReIDModel(ReIDPreTrainedModel):
     """CLIP-ReID: CLIP backbone + BNNecks + identity classifiers + identity prompt learner."""
 
@@ -161,14 +175,12 @@ class CLIPReIDModel(ReIDPreTrainedModel):
         ``tokenizer``, else with the tokenizer stored in the CLIP folder, else the built-in ids of
         the default template (OpenAI CLIP vocabulary) are used."""
         config, _ = super()._config_from_clip(clip, clip_name_or_path, **config_kwargs)
-        if tokenizer is None:
-            tokenizer = _checkpoint_tokenizer(clip_name_or_path)
-            if tokenizer is None and config.prompt_token_ids is None:
-                raise ValueError(
-                    f"no tokenizer found in {str(clip_name_or_path)!r} to tokenise prompt_template "
-                    f"{config.prompt_template!r}; pass tokenizer=... (hf_reid.tokenization.load_clip_tokenizer() "
-                    "gives the OpenAI CLIP tokenizer)."
-                )
+        tokenizer = prompt_tokenizer(
+            clip_name_or_path,
+            tokenizer,
+            needed=config.prompt_token_ids is None,
+            what=f"prompt_template {config.prompt_template!r}",
+        )
         if tokenizer is not None:
             config.set_prompt_template(tokenizer)
         return config, None
