@@ -9,6 +9,9 @@ exercises the one-time resize of the position table to an 8x4 grid.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -107,3 +110,17 @@ def random_pixels(batch: int, image_size: tuple[int, int] = TINY_IMAGE_SIZE, see
 def pk_labels(num_ids: int, per_id: int) -> torch.Tensor:
     """Labels of a PK batch: ``num_ids`` identities with ``per_id`` images each."""
     return torch.arange(num_ids).repeat_interleave(per_id)
+
+
+def run_without_hf_reid(script: str, folder: Path, workdir: Path) -> subprocess.CompletedProcess:
+    """``python -c script FOLDER WORKDIR THREADS`` in a fresh interpreter that does not see this
+    checkout (empty ``PYTHONPATH``, run from ``workdir``, a remote-code cache of its own), as a user
+    with only ``transformers`` installed would load a saved model."""
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(workdir / "modules"),
+        "PYTHONPATH": "",
+    }
+    command = [sys.executable, "-c", script, str(folder), str(workdir), str(torch.get_num_threads())]
+    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env, timeout=300)

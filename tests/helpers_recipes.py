@@ -70,15 +70,31 @@ eval:
 """
 
 
-def make_clip_reid_inputs(root: Path) -> dict[str, Path]:
-    """The data, a tiny random CLIP checkpoint folder and the tiny CLIP-ReID config file."""
+def make_recipe_inputs(
+    root: Path, template: str, preset: Any, layouts: Sequence[str] = ("market",)
+) -> dict[str, Path]:
+    """A tiny SynthPeds (``preset``, seed 0, ``layouts``), a tiny random CLIP checkpoint folder and
+    the config ``template`` filled with their paths (``{clip}``, ``{data}``)."""
     from helpers_models import save_tiny_clip
 
-    generate_synthpeds(root / "synthpeds", preset=CLIP_REID_PRESET, seed=0, layouts=["market"], num_workers=1)
+    generate_synthpeds(root / "synthpeds", preset=preset, seed=0, layouts=list(layouts), num_workers=1)
     save_tiny_clip(root / "clip")
     config = root / "tiny.yaml"
-    config.write_text(CLIP_REID_TINY_CONFIG.format(clip=root / "clip", data=root / "synthpeds"))
+    config.write_text(template.format(clip=root / "clip", data=root / "synthpeds"))
     return {"root": root, "config": config, "data": root / "synthpeds", "clip": root / "clip"}
+
+
+def make_clip_reid_inputs(root: Path) -> dict[str, Path]:
+    """The inputs of the CLIP-ReID recipe tests (two domains, the tiny CLIP-ReID config)."""
+    return make_recipe_inputs(root, CLIP_REID_TINY_CONFIG, CLIP_REID_PRESET)
+
+
+def pushed_run(recipe: ModuleType, config: Path, output_dir: Path, repo: str) -> dict[str, Any]:
+    """One full run with ``--push_to_hub --hub_model_id repo``, the Hub patched; returns the run
+    folder, the results and the recorded Hub calls."""
+    with patched_hub() as calls:
+        results = run_recipe(recipe, config, output_dir, "--push_to_hub", "--hub_model_id", repo)
+    return {"dir": output_dir, "results": results, "hub": calls}
 
 
 def load_recipe(name: str) -> ModuleType:

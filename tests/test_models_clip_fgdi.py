@@ -6,14 +6,18 @@ remote code in an interpreter where hf_reid cannot be imported) and LoRA adapter
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 import torch
-from helpers_models import pk_labels, random_pixels, tiny_clip_config, tiny_image_processor
+from helpers_models import (
+    pk_labels,
+    random_pixels,
+    run_without_hf_reid,
+    tiny_clip_config,
+    tiny_image_processor,
+)
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from torch.nn import functional as F
@@ -368,20 +372,7 @@ def test_remote_code_without_hf_reid_gives_identical_outputs(trained_folder, tmp
     folder, model = trained_folder
     pixels = random_pixels(3, seed=11)
     np.save(tmp_path / "pixels.npy", pixels.numpy())
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "PYTHONPATH": "",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_LOAD, str(folder), str(tmp_path), str(torch.get_num_threads())],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    result = run_without_hf_reid(REMOTE_LOAD, folder, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CLASS transformers_modules." in result.stdout and "CLIPFGDIModel" in result.stdout
     assert "HF_REID_LOADED False" in result.stdout

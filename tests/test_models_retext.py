@@ -6,8 +6,6 @@ learning check."""
 import json
 import math
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -21,6 +19,7 @@ from helpers_models import (
     make_tiny_clip,
     pk_labels,
     random_pixels,
+    run_without_hf_reid,
     save_tiny_clip,
     tiny_clip_config,
 )
@@ -419,20 +418,7 @@ def test_remote_code_in_a_clean_interpreter_gives_identical_embeddings(trained_f
     np.save(tmp_path / "pixels.npy", pixels.numpy())
     np.save(tmp_path / "ids.npy", ids.numpy())
     np.save(tmp_path / "mask.npy", mask.numpy())
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "PYTHONPATH": "",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", CLEAN_LOAD, str(folder), str(tmp_path), str(torch.get_num_threads())],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    result = run_without_hf_reid(CLEAN_LOAD, folder, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CLASS transformers_modules." in result.stdout and "HF_REID_LOADED False" in result.stdout
     with torch.no_grad():

@@ -4,8 +4,6 @@ clear errors for checkpoints that cannot fit the requested model."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from helpers_models import (
     make_tiny_reid_model,
     pk_labels,
     random_pixels,
+    run_without_hf_reid,
     save_tiny_clip,
     save_tiny_reid_model,
 )
@@ -161,20 +160,7 @@ def test_remote_code_in_a_clean_interpreter_gives_identical_embeddings(trained_f
     folder, model = trained_folder
     for i, image in enumerate(crop_images()):
         image.save(tmp_path / f"crop{i}.png")
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "PYTHONPATH": "",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", CLEAN_LOAD, str(folder), str(tmp_path), str(torch.get_num_threads())],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
+    result = run_without_hf_reid(CLEAN_LOAD, folder, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CLASS transformers_modules." in result.stdout and "IDS_OK True" in result.stdout
     assert "HF_REID_LOADED False" in result.stdout

@@ -11,21 +11,21 @@ import json
 
 import pytest
 import torch
-from helpers_models import save_tiny_clip
 from helpers_recipes import (
     CLIP_REID_PRESET,
     CONFIGS,
     chance_map,
     embed_split,
     load_recipe,
+    make_recipe_inputs,
     mean_ap,
-    patched_hub,
+    pushed_run,
     run_recipe,
 )
 from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel
 
-from hf_reid.data import generate_synthpeds, load_reid_dataset
+from hf_reid.data import load_reid_dataset
 from hf_reid.models import CLIPFGDIModel
 from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state, scheduled_lr
 
@@ -82,13 +82,8 @@ def recipe():
 def inputs(tmp_path_factory):
     """Three SynthPeds domains of 40 training and 24 test identities: d0, d1 are the sources, d2 the
     unseen target; a tiny random CLIP; the tiny config."""
-    root = tmp_path_factory.mktemp("clip_fgdi_inputs")
     preset = dataclasses.replace(CLIP_REID_PRESET, name="clip_fgdi_test", num_domains=3)
-    generate_synthpeds(root / "synthpeds", preset=preset, seed=0, layouts=["market"], num_workers=1)
-    save_tiny_clip(root / "clip")
-    config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(clip=root / "clip", data=root / "synthpeds"))
-    return {"root": root, "config": config, "data": root / "synthpeds", "clip": root / "clip"}
+    return make_recipe_inputs(tmp_path_factory.mktemp("clip_fgdi_inputs"), TINY_CONFIG, preset)
 
 
 def run(recipe, inputs, output_dir, *extra) -> dict:
@@ -98,11 +93,8 @@ def run(recipe, inputs, output_dir, *extra) -> dict:
 @pytest.fixture(scope="module")
 def trained(recipe, inputs, tmp_path_factory):
     """One full run with --push_to_hub, HfApi.create_repo / upload_folder patched (no Hub here)."""
-    output_dir = tmp_path_factory.mktemp("clip_fgdi_run")
-    with patched_hub() as calls:
-        results = run(recipe, inputs, output_dir, "--push_to_hub", "--hub_model_id", HUB_REPO)
-    history = read_trainer_state(list_checkpoints(output_dir)[-1][0]).log_history
-    return {"dir": output_dir, "results": results, "hub": calls, "history": history}
+    run = pushed_run(recipe, inputs["config"], tmp_path_factory.mktemp("clip_fgdi_run"), HUB_REPO)
+    return {**run, "history": read_trainer_state(list_checkpoints(run["dir"])[-1][0]).log_history}
 
 
 # ------------------------------------------------------------------------------------------------

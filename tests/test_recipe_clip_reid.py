@@ -20,7 +20,7 @@ from helpers_recipes import (
     load_recipe,
     make_clip_reid_inputs,
     mean_ap,
-    patched_hub,
+    pushed_run,
     run_recipe,
 )
 from huggingface_hub import ModelCard
@@ -50,10 +50,7 @@ def run(recipe, inputs, output_dir, *extra) -> dict:
 @pytest.fixture(scope="module")
 def trained(recipe, inputs, tmp_path_factory):
     """One full run with --push_to_hub, HfApi.create_repo / upload_folder patched (no Hub here)."""
-    output_dir = tmp_path_factory.mktemp("run")
-    with patched_hub() as calls:
-        results = run(recipe, inputs, output_dir, "--push_to_hub", "--hub_model_id", HUB_REPO)
-    return {"dir": output_dir, "results": results, "hub": calls}
+    return pushed_run(recipe, inputs["config"], tmp_path_factory.mktemp("run"), HUB_REPO)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,12 +10,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers_models import save_tiny_clip
-from helpers_recipes import CONFIGS, load_recipe, run_recipe
+from helpers_recipes import CONFIGS, load_recipe, make_recipe_inputs, run_recipe
 from transformers import AutoModel
 
 import hf_reid.training.recipe_run as recipe_run
-from hf_reid.data import generate_synthpeds
 from hf_reid.models import ITKMModel
 from hf_reid.training import list_checkpoints, load_config, read_trainer_state
 
@@ -70,14 +68,8 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("itkm_inputs")
-    generate_synthpeds(
-        root / "synthpeds", preset="tiny", seed=0, layouts=["ltcc", "sysu_mm01", "mlr_cuhk03"], num_workers=1
-    )
-    save_tiny_clip(root / "clip")
-    config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(clip=root / "clip", data=root / "synthpeds"))
-    return {"config": config}
+    layouts = ["ltcc", "sysu_mm01", "mlr_cuhk03"]
+    return make_recipe_inputs(tmp_path_factory.mktemp("itkm_inputs"), TINY_CONFIG, "tiny", layouts)
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,21 @@ import json
 
 import pytest
 import torch
-from helpers_models import save_tiny_clip, tiny_clip_config
-from helpers_recipes import CONFIGS, chance_map, embed_split, load_recipe, mean_ap, patched_hub, run_recipe
+from helpers_models import tiny_clip_config
+from helpers_recipes import (
+    CONFIGS,
+    chance_map,
+    embed_split,
+    load_recipe,
+    make_recipe_inputs,
+    mean_ap,
+    pushed_run,
+    run_recipe,
+)
 from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel
 
-from hf_reid.data import generate_synthpeds, load_reid_dataset
+from hf_reid.data import load_reid_dataset
 from hf_reid.data.synthetic.presets import PRESETS
 from hf_reid.models import ReTextConfig, ReTextModel
 from hf_reid.training import ConfigError, list_checkpoints, load_config, read_trainer_state
@@ -74,14 +83,9 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("retext_inputs")
-    generate_synthpeds(
-        root / "synthpeds", preset=TEST_PRESET, seed=0, layouts=["market", "captions"], num_workers=1
+    return make_recipe_inputs(
+        tmp_path_factory.mktemp("retext_inputs"), TINY_CONFIG, TEST_PRESET, ["market", "captions"]
     )
-    save_tiny_clip(root / "clip")
-    config = root / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(clip=root / "clip", data=root / "synthpeds"))
-    return {"root": root, "config": config, "data": root / "synthpeds", "clip": root / "clip"}
 
 
 def run(recipe, inputs, output_dir, *extra) -> dict:
@@ -91,10 +95,7 @@ def run(recipe, inputs, output_dir, *extra) -> dict:
 @pytest.fixture(scope="module")
 def trained(recipe, inputs, tmp_path_factory):
     """One full ReText run with --push_to_hub, HfApi.create_repo / upload_folder patched."""
-    output_dir = tmp_path_factory.mktemp("retext_run")
-    with patched_hub() as calls:
-        results = run(recipe, inputs, output_dir, "--push_to_hub", "--hub_model_id", HUB_REPO)
-    return {"dir": output_dir, "results": results, "hub": calls}
+    return pushed_run(recipe, inputs["config"], tmp_path_factory.mktemp("retext_run"), HUB_REPO)
 
 
 def test_shipped_configs_load(recipe):
