@@ -3,6 +3,7 @@ the SynthPeds scenarios, each evaluated under its own protocol.
 
     python benchmarks/itkm_scenarios.py                      # 3 seeds, the shipped config
     python benchmarks/itkm_scenarios.py --seeds 0 --jobs 2   # one seed, two runs at a time
+    python benchmarks/itkm_scenarios.py --budget half --jobs 2   # every stage at half its epochs
 
 Every ITKM row runs ``recipes/itkm.py`` with ``recipes/configs/itkm_synthpeds.yaml`` — the same
 stage epochs for every row — and reads no identity label. Rows:
@@ -77,10 +78,51 @@ def scenario_arguments(scenario: str) -> list[str]:
     return [*args, "--data.eval_options", options]
 
 
-def plan(seeds: list[int], output: Path) -> dict[str, list[list[RecipeRun]]]:
-    """Row name -> per seed, the runs whose results make up the row."""
+BUDGETS = {"shipped": 1.0, "half": 0.5}
+"""Epoch scale of every stage of every trained row (the same for all rows of one table)."""
+
+
+def stage_epochs(cfg, scale: float) -> dict[str, int]:
+    """Stage -> ``scale`` times its shipped epochs (at least one), for every ITKM stage."""
+    return {s: max(1, round(scale * getattr(cfg, s).epochs)) for s in ("stage1", "stage2", "stage3")}
+
+
+def budget_arguments(cfg, scale: float) -> list[str]:
+    """Overrides giving every ITKM stage ``scale`` times its shipped epochs (at least one)."""
+    if scale == 1.0:
+        return []
+    return [arg for stage, n in stage_epochs(cfg, scale).items() for arg in (f"--{stage}.epochs", str(n))]
+
+
+def per_scenario_runs(
+    recipe: str, config: Path, output: Path, seeds: list[int], extra: list[str]
+) -> list[list[RecipeRun]]:
+    """Per seed, one ``recipe`` run for each scenario, trained and evaluated on it alone (run
+    folders named ``<recipe> <scenario>``), with the overrides ``extra``."""
+    return [
+        [
+            RecipeRun(
+                recipe,
+                config,
+                output / run_folder(f"{recipe} {s}", seed),
+                seed,
+                [*scenario_arguments(s), *extra],
+            )
+            for s in SCENARIOS
+        ]
+        for seed in seeds
+    ]
+
+
+def plan(seeds: list[int], output: Path, scale: float = 1.0) -> dict[str, list[list[RecipeRun]]]:
+    """Row name -> per seed, the runs whose results make up the row (``scale``: the epochs of every
+    stage relative to the shipped config; run folders of another budget get their own names)."""
     cfg = load_config(_recipe_config(), CONFIG)
-    image_epochs = cfg.stage1.epochs + cfg.stage3.epochs
+    budget = budget_arguments(cfg, scale)
+    if budget:
+        output = output / f"budget_{scale:g}"
+    epochs = stage_epochs(cfg, scale)
+    image_epochs = epochs["stage1"] + epochs["stage3"]
     zero = [
         "--stage1.epochs",
         "0",
@@ -94,32 +136,17 @@ def plan(seeds: list[int], output: Path) -> dict[str, list[list[RecipeRun]]]:
     rows: dict[str, list[list[RecipeRun]]] = {
         "SynthCLIP zero-shot": [[RecipeRun("itkm", CONFIG, output / "synthclip_zero_shot", 0, zero)]]
     }
-    rows[ALONE] = [
-        [
-            RecipeRun("itkm", CONFIG, output / run_folder(f"itkm {s}", seed), seed, scenario_arguments(s))
-            for s in SCENARIOS
-        ]
-        for seed in seeds
-    ]
+    rows[ALONE] = per_scenario_runs("itkm", CONFIG, output, seeds, budget)
     for name, extra in ABLATIONS.items():
         rows[name] = [
-            [RecipeRun("itkm", CONFIG, output / run_folder(name, seed), seed, extra)] for seed in seeds
+            [RecipeRun("itkm", CONFIG, output / run_folder(name, seed), seed, [*extra, *budget])]
+            for seed in seeds
         ]
-    budget = ["--stage1.epochs", str(cfg.stage2.epochs), "--stage2.epochs", str(image_epochs),
-              "--stage2.milestones", f"[{image_epochs}]"]  # fmt: skip
-    rows["CLIP-ReID, supervised (ceiling)"] = [
-        [
-            RecipeRun(
-                "clip_reid",
-                CLIP_REID_CONFIG,
-                output / run_folder(f"clip_reid {s}", seed),
-                seed,
-                [*scenario_arguments(s), *budget],
-            )
-            for s in SCENARIOS
-        ]
-        for seed in seeds
-    ]
+    ceiling = ["--stage1.epochs", str(epochs["stage2"]), "--stage2.epochs", str(image_epochs),
+               "--stage2.milestones", f"[{image_epochs}]"]  # fmt: skip
+    rows["CLIP-ReID, supervised (ceiling)"] = per_scenario_runs(
+        "clip_reid", CLIP_REID_CONFIG, output, seeds, ceiling
+    )
     return rows
 
 
@@ -136,9 +163,16 @@ def main() -> None:
         "--jobs", type=int, default=1, help="runs at a time (each gets cores // jobs threads)"
     )
     parser.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "itkm_scenarios")
+    parser.add_argument(
+        "--budget",
+        choices=sorted(BUDGETS),
+        default="shipped",
+        help="epochs of every stage (default: shipped)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    rows = plan(args.seeds, args.output_dir)
+    rows = plan(args.seeds, args.output_dir, BUDGETS[args.budget])
+    print(f"ITKM on the SynthPeds scenarios, budget {args.budget}, seeds {args.seeds}\n")
     flat = [run for per_seed in rows.values() for runs in per_seed for run in runs]
     outcomes = dict(zip((id(r) for r in flat), run_recipes(flat, args.jobs), strict=True))
 

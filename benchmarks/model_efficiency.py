@@ -65,15 +65,17 @@ def clip_config(preset: str) -> CLIPConfig:
     return CLIPConfig(vision_config=vision, text_config=text, projection_dim=p["proj"])
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
+def synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def alternate(
-    tasks: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device
-) -> dict[str, float]:
-    """Median seconds per call of each task, timing them alternately."""
+def alternate_times(
+    tasks: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device | None = None
+) -> dict[str, list[float]]:
+    """Seconds of each of ``rounds`` calls of each task, after ``warmup`` calls of each, timing
+    the tasks alternately, round after round (a CUDA ``device`` is synchronised around each call),
+    so that load from other processes hits them alike."""
     for _ in range(warmup):
         for task in tasks.values():
             task()
@@ -85,6 +87,14 @@ def alternate(
             task()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def alternate(
+    tasks: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device
+) -> dict[str, float]:
+    """Median seconds per call of each task, timing them alternately (:func:`alternate_times`)."""
+    times = alternate_times(tasks, rounds, warmup, device)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

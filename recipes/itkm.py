@@ -349,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             out = model(
                 pixel_values=batch["pixel_values"],
                 camids=batch["sources"] if use_sie else None,
+                scenarios=batch["sources"],  # an image competes only with its own scenario's clusters
                 labels=labels,
                 memory=state.memory.features.to(accelerator.device),
                 memory_scenarios=memory_scenarios,

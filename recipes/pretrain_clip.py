@@ -44,6 +44,7 @@ from hf_reid.training import (
     set_seed,
     setup_logging,
 )
+from hf_reid.training.recipe_run import run_fingerprint_config
 from hf_reid.zero_shot import text_to_image_retrieval, zero_shot_reid
 
 logger = logging.getLogger("hf_reid.recipes.pretrain_clip")
@@ -226,6 +227,8 @@ def main() -> None:
         seed=cfg.seed,
         checkpoint_every=cfg.train.checkpoint_every,
         resume=args.resume,
+        run_config=run_fingerprint_config(cfg, "pretrain_clip", accelerator.mixed_precision),
+        overwrite_output_dir=args.overwrite_output_dir,
     )
     start = time.perf_counter()
     runner.train_stage(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import torch
@@ -112,15 +113,45 @@ def pk_labels(num_ids: int, per_id: int) -> torch.Tensor:
     return torch.arange(num_ids).repeat_interleave(per_id)
 
 
+CLEAN_PREAMBLE = textwrap.dedent(
+    """
+    import sys
+
+    class BlockHfReid:
+        def find_spec(self, name, path=None, target=None):
+            if name == "hf_reid" or name.startswith("hf_reid."):
+                raise ImportError("hf_reid must not be imported here")
+            return None
+
+    sys.meta_path.insert(0, BlockHfReid())
+    import numpy as np
+    import torch
+
+    folder, out = sys.argv[1], sys.argv[2]
+    torch.set_num_threads(int(sys.argv[3]))  # same reduction order as the parent process
+    """
+)
+"""What :func:`run_without_hf_reid` runs before a script: any import of hf_reid refused, then
+``sys``, ``np``, ``torch``, ``folder`` (the saved model) and ``out`` (the work folder) defined."""
+CLEAN_EPILOGUE = '\nprint("HF_REID_LOADED", any(m.startswith("hf_reid") for m in sys.modules))\n'
+
+
 def run_without_hf_reid(script: str, folder: Path, workdir: Path) -> subprocess.CompletedProcess:
-    """``python -c script FOLDER WORKDIR THREADS`` in a fresh interpreter that does not see this
-    checkout (empty ``PYTHONPATH``, run from ``workdir``, a remote-code cache of its own), as a user
-    with only ``transformers`` installed would load a saved model."""
+    """Run ``script`` in a fresh interpreter that does not see this checkout (empty
+    ``PYTHONPATH``, run from ``workdir``, a remote-code cache of its own, any import of hf_reid
+    refused), as a user with only ``transformers`` installed would load a saved model; the
+    script starts after :data:`CLEAN_PREAMBLE` (``folder``, ``out`` = ``workdir``, ``np`` and
+    ``torch``, the parent's thread count). Asserts that it exits 0 and that no hf_reid module was
+    loaded; returns the finished process (``stdout``: what the script printed)."""
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_MODULES_CACHE": str(workdir / "modules"),
         "PYTHONPATH": "",
     }
-    command = [sys.executable, "-c", script, str(folder), str(workdir), str(torch.get_num_threads())]
-    return subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    code = CLEAN_PREAMBLE + textwrap.dedent(script) + CLEAN_EPILOGUE
+    command = [sys.executable, "-c", code, str(folder), str(workdir), str(torch.get_num_threads())]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HF_REID_LOADED False" in result.stdout, result.stdout[-3000:]
+    return result

@@ -8,8 +8,12 @@ import dataclasses
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -18,6 +22,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import psutil
 import torch
 from huggingface_hub import HfApi
 from training_toys import reset_accelerate_state
@@ -173,40 +178,157 @@ def embed_split(model, processor, split) -> torch.Tensor:
         return model.get_image_embeddings(pixels)
 
 
+LAUNCH_MARKER_ENV = "HF_REID_TEST_LAUNCH"
+"""Set to a fresh id in the environment of every process a test launch starts (the launcher, the
+``torchrun`` agent inside it and the ranks, which ``torchrun`` starts in sessions of their own):
+how :func:`launch_processes` finds all of them, orphans included."""
+TEST_DIST_TIMEOUT = 180.0
+"""Seconds a rank of a test launch waits in a collective (``$HF_REID_DIST_TIMEOUT``) before it
+raises and the launch ends with an error: well above what one rank does alone while the other
+waits on these loaded 2-core machines, well below the launches' own timeouts."""
+
+
+class LaunchResult(subprocess.CompletedProcess):
+    """What :func:`launch_two_processes` returns: the exit status and output of the launch, its
+    wall time, its marker and the processes of the launch still alive once the launcher had
+    ended (killed then; a correct launch leaves none)."""
+
+    def __init__(self, args, returncode, stdout, stderr, *, seconds: float, marker: str, leftover: list[str]):
+        super().__init__(args, returncode, stdout, stderr)
+        self.seconds = seconds
+        self.marker = marker
+        self.leftover = leftover
+
+
 def launch_two_processes(
-    script: Path, args: Sequence[str], *, timeout: float = 600
-) -> subprocess.CompletedProcess:
+    script: Path,
+    args: Sequence[str],
+    *,
+    timeout: float = 600,
+    dist_timeout: float = TEST_DIST_TIMEOUT,
+    env: dict[str, str] | None = None,
+    marker: str | None = None,
+) -> LaunchResult:
     """``accelerate launch`` of ``script`` on two CPU processes (gloo; HF_NOTES §6: plain
-    ``--num_processes 2`` silently runs one process). The launch runs in its own process group,
-    killed whole when it outlives ``timeout``, so no process is left behind."""
+    ``--num_processes 2`` silently runs one process), on a free port of its own.
+
+    A rank waits at most ``dist_timeout`` seconds in a collective (``$HF_REID_DIST_TIMEOUT``), so
+    a rank that fails or stalls ends the launch with an error. Whatever happens (success, failure,
+    the launch outliving ``timeout``: an ``AssertionError``), every process of the launch is
+    killed before this returns: the launcher and the ranks, which ``torchrun`` starts in sessions
+    of their own (a kill of the launcher's process group alone leaves them running, orphans).
+    They are found by ``marker`` (default: a fresh id) in their environment."""
+    marker = marker or uuid.uuid4().hex
     env = {
         **os.environ,
         "ACCELERATE_USE_CPU": "1",
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
+        "HF_REID_DIST_TIMEOUT": str(dist_timeout),
+        **(env or {}),
+        LAUNCH_MARKER_ENV: marker,
     }
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", "1", str(script), *args,
+        "--num_cpu_threads_per_process", "1", "--main_process_port", str(_free_port()), str(script), *args,
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
-        stdout, stderr = process.communicate()
+    # Output goes to files, not pipes: a rank left behind keeps a pipe open and would block the read.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.monotonic()
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+        )
+        timed_out = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            seconds = time.monotonic() - start
+            leftover = [] if timed_out else [_describe(p) for p in launch_processes(marker)]
+            kill_launch(marker, process)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
         raise AssertionError(
-            f"the two-process launch outlived {timeout} s:\n{stdout[-3000:]}\n{stderr[-6000:]}"
-        ) from None
-    finally:
-        _kill_group(process.pid)  # ranks the launcher left behind, whatever happened
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            f"the two-process launch outlived {timeout} s (all its processes are killed):\n"
+            f"{stdout[-3000:]}\n{stderr[-6000:]}"
+        )
+    return LaunchResult(
+        command, process.returncode, stdout, stderr, seconds=seconds, marker=marker, leftover=leftover
+    )
 
 
-def _kill_group(pgid: int) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+def launch_processes(marker: str) -> list[psutil.Process]:
+    """The live processes whose environment holds ``LAUNCH_MARKER_ENV=marker`` (zombies are not
+    processes any more: left out)."""
+    found = []
+    for process in psutil.process_iter():
+        with suppress(psutil.Error):
+            if (
+                process.status() != psutil.STATUS_ZOMBIE
+                and process.environ().get(LAUNCH_MARKER_ENV) == marker
+            ):
+                found.append(process)
+    return found
+
+
+def kill_launch(marker: str, launcher: subprocess.Popen | None = None, *, wait: float = 30) -> None:
+    """SIGKILL every process of a launch: the launcher, its descendants and every process holding
+    ``marker`` (ranks in sessions of their own, orphans), with their process groups; wait until
+    they are gone. Raises ``AssertionError`` naming any that survives ``wait`` seconds."""
+    own_group = os.getpgrp()
+    deadline = time.monotonic() + wait
+    while True:
+        targets = {p.pid: p for p in launch_processes(marker)}
+        if launcher is not None and launcher.poll() is None:
+            with suppress(psutil.Error):
+                root = psutil.Process(launcher.pid)
+                targets.update({p.pid: p for p in [root, *root.children(recursive=True)]})
+        targets.pop(os.getpid(), None)
+        if not targets:
+            break
+        for process in targets.values():
+            with suppress(psutil.Error, OSError):
+                group = os.getpgid(process.pid)
+                if group != own_group and group in targets:  # a group led by a process of the launch
+                    os.killpg(group, signal.SIGKILL)
+            with suppress(psutil.Error):
+                process.kill()
+        alive = _wait_gone(list(targets.values()), until=min(deadline, time.monotonic() + 5))
+        if alive and time.monotonic() > deadline:
+            raise AssertionError(f"processes of the launch survive SIGKILL: {[_describe(p) for p in alive]}")
+    if launcher is not None:
+        with suppress(subprocess.TimeoutExpired):
+            launcher.wait(timeout=max(1, deadline - time.monotonic()))  # reap it: no zombie
+
+
+def _wait_gone(processes: list[psutil.Process], until: float) -> list[psutil.Process]:
+    """Wait until every process has ended (gone, or a zombie its parent has not reaped yet: the
+    ranks of a killed launcher are reaped by whichever process adopts them); return those that
+    have not by ``until``."""
+    while True:
+        alive = []
+        for process in processes:
+            with suppress(psutil.Error):
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        if not alive or time.monotonic() >= until:
+            return alive
+        time.sleep(0.05)
+
+
+def _describe(process: psutil.Process) -> str:
+    with suppress(psutil.Error):
+        return f"{process.pid} {' '.join(process.cmdline())[-200:]}"
+    return str(process.pid)
+
+
+def _free_port() -> int:
+    """A TCP port free now, for the launch's rendezvous (Accelerate picks another one itself if it
+    is taken by the time the launch starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

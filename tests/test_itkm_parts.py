@@ -105,6 +105,17 @@ def test_memory_loss_competes_only_within_the_scenario(model):
     assert memory.grad.abs().sum(dim=1).gt(0).all()  # every entry is a positive or a same-scenario negative
     expected = F.cross_entropy(out.memory_logits, torch.tensor([0, 2]))
     assert out.memory_loss.item() == pytest.approx(expected.item())
+    # Without the scenario embedding (no camids) the rule holds through ``scenarios``: the
+    # ablation switches the embedding off, not the rule.
+    plain = model(
+        pixels,
+        scenarios=torch.tensor([0, 1]),
+        labels=torch.tensor([0, 2]),
+        memory=memory.detach(),
+        memory_scenarios=torch.tensor([0, 0, 1, 1]),
+    )
+    assert torch.isinf(plain.memory_logits[0, 2:]).all() and torch.isinf(plain.memory_logits[1, :2]).all()
+    assert torch.isfinite(plain.memory_logits[0, :2]).all()
 
 
 def test_separation_hinge_only_pairs_scenarios_and_respects_the_margin(model):

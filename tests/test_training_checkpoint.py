@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_training import Crash, fresh_accelerate_state  # noqa: F401 (a fixture)
 from torch.utils.data import DataLoader
 from training_toys import (
     PKBatchSampler,
@@ -30,17 +31,9 @@ from hf_reid.training import (
     save_checkpoint,
     set_seed,
 )
+from hf_reid.training import checkpoint as checkpoint_module
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    reset_accelerate_state()
-    yield
-    reset_accelerate_state()
-
-
-class InjectedCrash(RuntimeError):
-    pass
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 
 def run_two_stage_recipe(
@@ -81,7 +74,7 @@ def run_two_stage_recipe(
     def count_call() -> None:
         calls["n"] += 1
         if calls["n"] == crash_at_call:
-            raise InjectedCrash(f"injected crash at call {calls['n']}")
+            raise Crash(f"injected crash at call {calls['n']}")
 
     def loss_a(batch):
         count_call()
@@ -165,7 +158,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path):
     # checkpoint at stage-b step 10 (global step 22, 8 batches into epoch 2).
     crashed_dir = tmp_path / "crashed"
     reset_accelerate_state()
-    with pytest.raises(InjectedCrash):
+    with pytest.raises(Crash):
         run_two_stage_recipe(crashed_dir, crash_at_call=24 + 22)
     latest = find_latest_checkpoint(crashed_dir)
     assert latest is not None and Path(latest).name == "checkpoint-22"
@@ -206,14 +199,14 @@ def test_crash_while_saving_leaves_previous_checkpoint_as_latest(tmp_path, monke
     model, optimizer = accelerator.prepare(model, optimizer)
     save_checkpoint(accelerator, tmp_path, TrainerState(stage="s", stage_index=0, global_step=5))
 
-    real_save_state = accelerator.save_state
+    real_save_files = checkpoint_module._save_training_files
 
-    def dying_save_state(output_dir, **kwargs):
-        real_save_state(output_dir, **kwargs)  # files written, then the process "dies"
-        raise InjectedCrash("killed while saving")
+    def dying_save_files(accelerator, folder):
+        real_save_files(accelerator, folder)  # files written, then the process "dies"
+        raise Crash("killed while saving")
 
-    monkeypatch.setattr(accelerator, "save_state", dying_save_state)
-    with pytest.raises(InjectedCrash):
+    monkeypatch.setattr(checkpoint_module, "_save_training_files", dying_save_files)
+    with pytest.raises(Crash):
         save_checkpoint(accelerator, tmp_path, TrainerState(stage="s", stage_index=0, global_step=10))
     leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
     assert ".tmp-checkpoint-10" in leftovers and "checkpoint-10" not in leftovers
@@ -223,7 +216,7 @@ def test_crash_while_saving_leaves_previous_checkpoint_as_latest(tmp_path, monke
     (tmp_path / "checkpoints" / "checkpoint-99").mkdir()
     assert Path(find_latest_checkpoint(tmp_path)).name == "checkpoint-5"
 
-    monkeypatch.setattr(accelerator, "save_state", real_save_state)
+    monkeypatch.setattr(checkpoint_module, "_save_training_files", real_save_files)
     save_checkpoint(accelerator, tmp_path, TrainerState(stage="s", stage_index=0, global_step=15))
     names = {p.name for p in (tmp_path / "checkpoints").iterdir()}
     assert ".tmp-checkpoint-10" not in names  # cleaned by the next save

@@ -21,6 +21,7 @@ SCRIPT = Path(__file__).parent / "scripts" / "ddp_triplet.py"
 def test_two_process_triplet_training_gathers_and_learns(tmp_path):
     done = launch_two_processes(SCRIPT, ["--output_dir", str(tmp_path), "--epochs", "8"], timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    assert done.leftover == []  # both ranks ended with the launch
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
     for rank, result in enumerate(ranks):
@@ -35,7 +36,7 @@ def test_two_process_triplet_training_gathers_and_learns(tmp_path):
         assert result["grad_error"] < 1e-5 * max(result["grad_scale"], 1.0)
         # evaluation gathered all 120 held-out samples once each, in dataset order
         assert result["eval_rows"] == 120 and result["eval_pids_sorted"]
-        assert "random_states_1.pkl" in result["latest_checkpoint_files"]
+        assert "random_states_1.json" in result["latest_checkpoint_files"]
 
     # Both ranks computed the same global loss and ended with the same evaluation.
     assert ranks[0]["losses"] == pytest.approx(ranks[1]["losses"], rel=1e-5)

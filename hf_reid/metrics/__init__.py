@@ -3,9 +3,13 @@ the ``evaluate`` metric and plots.
 
 ``ReidMetric`` (imports ``evaluate``) and the plotting functions (import ``matplotlib``) are
 loaded on first use, so ``from hf_reid.metrics import evaluate_rank`` stays light.
+
+The ``evaluate`` metric loads from any working directory with :func:`load_reid_metric` (or
+``evaluate.load(REID_METRIC)``: :data:`REID_METRIC` is the absolute path of its folder).
 """
 
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .distance import compute_distance_matrix
@@ -20,13 +24,29 @@ if TYPE_CHECKING:
 
 _LAZY = {"ReidMetric": ".evaluate_metric", "plot_cmc": ".plots", "plot_ranked_list": ".plots"}
 
+REID_METRIC: str = str(Path(__file__).resolve().parent / "reid_metric")
+"""Absolute path of the ``evaluate`` metric folder: ``evaluate.load(REID_METRIC)`` works from any
+working directory, offline (the folder's loader imports :class:`ReidMetric` from hf_reid)."""
+
+
+def load_reid_metric(config_name: str | None = None, **kwargs: Any):
+    """``evaluate.load(REID_METRIC, config_name, **kwargs)``: the Re-ID ranking metric as an
+    ``evaluate`` module (``config_name="with_camids"`` streams query camera ids with the
+    predictions; see :class:`ReidMetric` for the inputs)."""
+    import evaluate
+
+    return evaluate.load(REID_METRIC, config_name, **kwargs)
+
+
 __all__ = [
+    "REID_METRIC",
     "GalleryIndex",
     "RankResult",
     "ReidMetric",
     "average_query_expansion",
     "compute_distance_matrix",
     "evaluate_rank",
+    "load_reid_metric",
     "plot_cmc",
     "plot_ranked_list",
     "re_ranking",

@@ -7,12 +7,18 @@ its own typed fields and extends :meth:`ReIDConfig._check_values`. A wrong type 
 an unknown keyword that is a near-miss of a field (``num_clases``) is rejected as a typo.
 Training hyper-parameters (learning rates, epochs) belong to the recipe config, not here.
 
+A saved ``config.json`` holds no local path: the ``_name_or_path`` a sub-configuration records
+(the CLIP the model started from) is kept when it is a Hub id and blanked when it is a folder on
+this machine (:func:`portable_name_or_path`).
+
 This file travels with every saved model (``save_pretrained`` copies the siblings a
 configuration imports), so it imports nothing from hf_reid.
 """
 
 import dataclasses
 import difflib
+import os
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -22,6 +28,29 @@ from transformers.configuration_utils import SubConfigSpec
 
 _PRETRAINED_FIELDS = frozenset(f.name for f in dataclasses.fields(PreTrainedConfig))
 """``PreTrainedConfig``'s own fields; a Re-ID configuration's fields are the others."""
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""A Hub repository id: ``name`` or ``namespace/name``."""
+
+
+def portable_name_or_path(name_or_path: Any) -> str:
+    """``name_or_path`` if it names a Hub repository (``openai/clip-vit-base-patch16``), else ``""``:
+    an absolute path, a path starting with ``.`` or ``~``, or an existing folder here means nothing
+    on another machine (and would publish this machine's folder layout)."""
+    name = str(name_or_path or "")
+    if _HUB_ID.fullmatch(name) and ".." not in name and not os.path.exists(name):
+        return name
+    return ""
+
+
+def _drop_local_paths(values: dict[str, Any]) -> None:
+    """Blank every local ``_name_or_path`` in a serialised (sub-)configuration, recursively."""
+    for key, value in values.items():
+        if key == "_name_or_path":
+            values[key] = portable_name_or_path(value)
+        elif isinstance(value, dict):
+            _drop_local_paths(value)
 
 
 def as_pair(name: str, value: Any, owner: str) -> tuple[int, int]:
@@ -131,6 +160,16 @@ class ReIDConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self._check_values()
 
+    def to_dict(self) -> dict[str, Any]:
+        """``PreTrainedConfig.to_dict`` with the sub-configurations' local paths blanked
+        (:func:`portable_name_or_path`), so that ``config.json`` carries none. The model's own
+        ``_name_or_path`` is left to transformers (which does not save it)."""
+        output = super().to_dict()
+        for key, value in output.items():
+            if isinstance(value, dict) and isinstance(getattr(self, key, None), PreTrainedConfig):
+                _drop_local_paths(value)
+        return output
+
     def _prepare_fields(self) -> None:
         """Fill derived fields before the sub-configs are built (subclasses override)."""
 
@@ -151,4 +190,4 @@ class ReIDConfig(PreTrainedConfig):
             raise ValueError(f"{owner}.label_smoothing must be in [0, 1), got {self.label_smoothing}.")
 
 
-__all__ = ["ReIDConfig", "as_pair", "check_vision_geometry", "reject_near_misses"]
+__all__ = ["ReIDConfig", "as_pair", "check_vision_geometry", "portable_name_or_path", "reject_near_misses"]

@@ -145,13 +145,19 @@ def save_lora_adapter(peft_model: PeftModel, folder: str | os.PathLike) -> Path:
     """Save the adapter (LoRA weights + Re-ID modules) to ``folder``.
 
     A base model loaded from a local folder is recorded by its absolute path, so the adapter
-    still finds it from another working directory.
+    still finds it from another working directory. The adapter's ``auto_mapping`` names
+    ``transformers.AutoModel`` (:func:`hf_reid.hub.set_adapter_auto_mapping`), so that
+    ``peft.AutoPeftModel.from_pretrained(folder)`` loads it, with hf_reid imported or, with
+    ``trust_remote_code=True``, without it.
     """
+    from ..hub import set_adapter_auto_mapping
+
     config = peft_model.peft_config[peft_model.active_adapter]
     base = config.base_model_name_or_path
     if base and os.path.isdir(base):
         config.base_model_name_or_path = os.path.abspath(base)
     peft_model.save_pretrained(folder)
+    set_adapter_auto_mapping(folder)
     return Path(folder)
 
 

@@ -72,6 +72,9 @@ class CLIPReIDOutput(ModelOutput):
         pooled_features: ``x12``, CLS after the post-layernorm.
         intermediate_features: ``x11``, CLS after the second-to-last block.
         last_hidden_state: All tokens after the last block, before the post-layernorm.
+        pooler_output: ``embeddings`` again, under the name ``transformers``' image-feature-extraction
+            pipeline returns with ``pool=True`` (set by :class:`~.modeling_reid_base.ReIDPreTrainedModel`'s
+            forward hook, after the other fields: tuple indices are those without it).
     """
 
     loss: torch.Tensor | None = None
@@ -86,6 +89,7 @@ class CLIPReIDOutput(ModelOutput):
     pooled_features: torch.Tensor | None = None
     intermediate_features: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
 
 
 @dataclass

@@ -125,6 +125,7 @@ class ITKMModel(CLIPReIDModel):
         memory_scenarios: torch.Tensor | None = None,
         text_features: torch.Tensor | None = None,
         text_scenarios: torch.Tensor | None = None,
+        scenarios: torch.Tensor | None = None,
     ) -> ITKMOutput:
         r"""
         Args:
@@ -136,9 +137,13 @@ class ITKMModel(CLIPReIDModel):
                 own scenario's clusters.
             text_features: Text features of the pseudo-labels (C, proj) for the stage-III
                 image-to-text loss (with ``text_scenarios`` (C,) likewise).
+            scenarios: Scenario of every image (B,) for the losses' "own scenario only" rule;
+                defaults to ``camids``. Give it when the scenario embedding is off (``camids``
+                ``None``): the rule must not depend on whether the embedding is used.
         """
         cfg = self.config
         features = self.backbone.encode_image(pixel_values, camids)
+        scenarios = camids if scenarios is None else scenarios
         out: dict[str, torch.Tensor] = {
             "embeddings": self._retrieval_embeddings(features, None),
             "image_features": features.projected,
@@ -146,13 +151,13 @@ class ITKMModel(CLIPReIDModel):
         weighted = []
         if labels is not None and memory is not None:
             out["memory_logits"] = scenario_logits(
-                features.projected, memory, cfg.memory_temperature, camids, memory_scenarios
+                features.projected, memory, cfg.memory_temperature, scenarios, memory_scenarios
             )
             out["memory_loss"] = F.cross_entropy(out["memory_logits"], labels)
             weighted.append(cfg.memory_loss_weight * out["memory_loss"])
         if labels is not None and text_features is not None:
             logits = scenario_logits(
-                features.projected, text_features, cfg.text_temperature, camids, text_scenarios
+                features.projected, text_features, cfg.text_temperature, scenarios, text_scenarios
             )
             out["i2t_loss"] = F.cross_entropy(logits, labels)
             weighted.append(cfg.i2t_loss_weight * out["i2t_loss"])

@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -350,6 +351,41 @@ class ReTextModel(ReIDPreTrainedModel):
     ) -> torch.Tensor:
         """L2-normalised joint-space caption feature (B, proj)."""
         return F.normalize(self.encode_text(input_ids, attention_mask).projected, dim=1)
+
+    # ------------------------------------------------------------------ text-based person search
+
+    @property
+    def has_trained_caption_path(self) -> bool:
+        """True when an image–text alignment loss (matching or structure) has a weight > 0: they
+        train the joint space of :meth:`get_image_features` and :meth:`get_text_features`. (A
+        recipe run with ``captions.mode`` ``none`` or ``identities`` keeps the weights but never
+        trains them; its ``train_results.json`` records ``caption_mode``, which
+        ``hf_reid.search`` checks.)"""
+        return self.config.matching_loss_weight > 0 or self.config.structure_loss_weight > 0
+
+    def get_joint_image_embeddings(
+        self, pixel_values: torch.Tensor, camids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`get_image_features` (normalised ``xproj``, the feature the matching loss trains);
+        ``camids`` are ignored (ReText has no SIE)."""
+        return self.get_image_features(pixel_values)
+
+    def _untrained_caption_path(self, allow_untrained: bool) -> None:
+        """:meth:`get_text_embeddings` is refused (``ValueError``) without ``allow_untrained`` when no
+        alignment loss trained the space; with it, ReText's own text tower is used without a
+        warning."""
+        if not allow_untrained:
+            raise ValueError(
+                "this ReTextModel was configured without image–text alignment (matching_loss_weight = "
+                "structure_loss_weight = 0): no caption loss trained its text–image space. Pass "
+                "allow_untrained=True to use it anyway."
+            )
+
+    def _text_encoder(self) -> tuple[int, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]]:
+        """:meth:`get_text_embeddings` embeds with :meth:`get_text_features` (L2-normalised (B, proj),
+        compared with :meth:`get_joint_image_embeddings` by dot product), texts tokenised with the
+        model's ``tokenizer`` and truncated to ``config.max_text_length``."""
+        return self.config.max_text_length, self.get_text_features
 
     # ------------------------------------------------------------------ reconstruction
 

@@ -464,6 +464,15 @@ class RecipeArgs:
     hub_model_id: str | None
     overrides: list[str]
     """The raw ``--section.field VALUE`` tokens that were applied to the config."""
+    overwrite_output_dir: bool = False
+    """Start over in an output folder that holds another run's checkpoints, deleting them."""
+
+
+def _parse_flag(text: str) -> bool:
+    """``true`` / ``false`` (YAML 1.2 spellings) for a boolean command-line flag."""
+    if _BOOL_RE.match(text):
+        return text.lower() == "true"
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_recipe_args(
@@ -475,7 +484,8 @@ def parse_recipe_args(
     default_output_dir: str | None = None,
 ) -> tuple[T, RecipeArgs]:
     """Parse a recipe's command line: ``--config``, ``--output_dir``, ``--resume``,
-    ``--push_to_hub``, ``--hub_model_id`` and ``--section.field VALUE`` overrides.
+    ``--overwrite_output_dir``, ``--push_to_hub``, ``--hub_model_id`` and ``--section.field VALUE``
+    overrides.
 
     ``--resume`` without a value resumes from the latest checkpoint in the output folder; with a
     value (``--resume=PATH``) from that checkpoint. If ``cls`` has a top-level ``output_dir``
@@ -496,6 +506,15 @@ def parse_recipe_args(
         default=None,
         metavar="CHECKPOINT",
         help="Resume from the latest checkpoint in --output_dir, or from CHECKPOINT (--resume=PATH).",
+    )
+    parser.add_argument(
+        "--overwrite_output_dir",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_parse_flag,
+        metavar="true|false",
+        help="Start over in an --output_dir that holds another run's checkpoints, deleting them.",
     )
     parser.add_argument("--push_to_hub", action="store_true", help="Push the trained model to the Hub.")
     parser.add_argument("--hub_model_id", default=None, help="Hub repository id, e.g. org/name.")
@@ -518,5 +537,6 @@ def parse_recipe_args(
         push_to_hub=namespace.push_to_hub,
         hub_model_id=namespace.hub_model_id,
         overrides=list(rest),
+        overwrite_output_dir=namespace.overwrite_output_dir,
     )
     return cfg, args

@@ -10,7 +10,14 @@ periodic checkpoints, an epoch-end callback (e.g. evaluation) and resume.
 Resume across stages: on ``--resume``, every stage before the checkpoint's stage restores the
 checkpoint saved at its own end (so the recipe code between stages, e.g. computing text features
 of the learned prompts, sees the same model as in the uninterrupted run) and returns without
-training; the checkpoint's stage restores it and continues from the next batch.
+training; the checkpoint's stage restores it and continues from the next batch. Checkpoints are
+verified (sha256) before they are loaded, and only the resumed run's own checkpoints are used.
+
+Runs: every checkpoint records the run's fingerprint (seed and ``run_config``). A fresh run in a
+folder holding another run's checkpoints is refused unless ``overwrite_output_dir`` (which deletes
+them), a resume from another run's checkpoint too; a fresh run identical to the one there
+replaces its checkpoints (removed when the new run writes its first). See
+:mod:`hf_reid.training.checkpoint`.
 
 What multi-stage methods need beyond that:
 
@@ -49,12 +56,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import (
+    CheckpointError,
+    RunIdentity,
     Stateful,
     TrainerState,
     list_checkpoints,
     load_checkpoint,
+    prepare_run_folder,
     read_trainer_state,
-    resolve_resume_checkpoint,
+    remove_checkpoints,
     save_checkpoint,
 )
 
@@ -122,6 +132,14 @@ class StageRunner:
         progress_bar: show a tqdm bar per epoch on the local main process.
         recipe_state: the recipe's own state objects (``name -> obj`` with ``state_dict`` /
             ``load_state_dict``), checkpointed with the model and restored on resume.
+        run_config: the settings that define this run's training (JSON values; a recipe passes its
+            config without output, logging and checkpoint fields). With ``seed`` they make the run's
+            fingerprint (:class:`~hf_reid.training.checkpoint.RunIdentity`), recorded in every
+            checkpoint; default: the stage names. A fresh run in a folder holding another run's
+            checkpoints is refused, a resume from another run's checkpoint too, and a fresh run
+            with the same fingerprint replaces the checkpoints there (see
+            :func:`~hf_reid.training.checkpoint.prepare_run_folder`).
+        overwrite_output_dir: start over in a folder holding another run's checkpoints, deleting them.
     """
 
     def __init__(
@@ -137,6 +155,8 @@ class StageRunner:
         log_every: int = 10,
         progress_bar: bool = True,
         recipe_state: Mapping[str, Stateful] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        overwrite_output_dir: bool = False,
     ) -> None:
         if not stages or not all(isinstance(name, str) and name for name in stages):
             raise ValueError(f"stages must be a non-empty list of stage names, got {list(stages)}.")
@@ -154,7 +174,12 @@ class StageRunner:
         self.total_limit = total_limit
         self.log_every = log_every
         self.progress_bar = progress_bar
-        self.state = TrainerState(num_processes=accelerator.num_processes, seed=seed)
+        self.run = RunIdentity(
+            seed=seed, config={"stages": self.stages} if run_config is None else run_config
+        )
+        self.state = TrainerState(
+            num_processes=accelerator.num_processes, seed=seed, run_fingerprint=self.run.fingerprint
+        )
         self.recipe_state: dict[str, Stateful] = {}
         for name, obj in (recipe_state or {}).items():
             self.track_state(name, obj)
@@ -162,7 +187,18 @@ class StageRunner:
         """Stage index -> the data epoch it ended at (for stages that continue it)."""
         self._next_stage = 0
         self._registered: set[int] = set()
-        self._resume_path = resolve_resume_checkpoint(self.output_dir, resume)
+        folder = prepare_run_folder(
+            self.output_dir,
+            self.run,
+            resume=resume,
+            overwrite=overwrite_output_dir,
+            is_main_process=accelerator.is_main_process,
+        )
+        if overwrite_output_dir:
+            accelerator.wait_for_everyone()  # the main process deleted the other run's checkpoints
+        self._stale = folder.stale
+        """Checkpoints this run replaces; removed just before it writes its first one."""
+        self._resume_path = folder.resume
         self._resume_state = read_trainer_state(self._resume_path) if self._resume_path else None
         if self._resume_state is not None:
             index = self._resume_state.stage_index
@@ -177,11 +213,6 @@ class StageRunner:
                 self._resume_state.stage,
                 self._resume_state.epoch,
                 self._resume_state.global_step,
-            )
-        elif resume is None and list_checkpoints(self.output_dir):
-            logger.warning(
-                "%s already has checkpoints; this run starts from scratch (pass --resume to continue).",
-                self.output_dir,
             )
 
     def track_state(self, name: str, obj: Stateful) -> None:
@@ -258,7 +289,7 @@ class StageRunner:
         if not isinstance(optimizer, AcceleratedOptimizer):
             raise TypeError(
                 f"Stage '{name}': pass the optimizer through accelerator.prepare(...) first "
-                "(it handles gradient accumulation and is checkpointed by save_state)."
+                "(it handles gradient accumulation and is checkpointed with the run)."
             )
         if epochs < 0:
             raise ValueError(f"Stage '{name}': epochs must be >= 0, got {epochs}.")
@@ -306,12 +337,17 @@ class StageRunner:
         return state
 
     def _save(self) -> None:
+        if self._stale:
+            if self.accelerator.is_main_process:
+                remove_checkpoints(self._stale, "this run replaces them")
+            self._stale = []
         save_checkpoint(
             self.accelerator,
             self.output_dir,
             self.state,
             total_limit=self.total_limit,
             recipe_state=self.recipe_state,
+            run=self.run,
         )
 
     def _train_epoch(
@@ -384,8 +420,8 @@ class StageRunner:
         if scheduler is None:
             return None
         if isinstance(scheduler, AcceleratedScheduler):
-            # Prepared schedulers are checkpointed by save_state already, but they step once per
-            # process on every step() call; step the wrapped scheduler instead.
+            # Prepared schedulers are checkpointed already, but they step once per process on
+            # every step() call; step the wrapped scheduler instead.
             return scheduler.scheduler
         if id(scheduler) not in self._registered:
             self.accelerator.register_for_checkpointing(scheduler)
@@ -396,10 +432,12 @@ class StageRunner:
         """Set up the state for a stage; return True when resuming says it is already done."""
         resume = self._resume_state
         if resume is not None and resume.stage_index > index:
-            ends = [
+            ends = [  # of the resumed run only: another run's checkpoints are never mixed in
                 p
                 for p, s in list_checkpoints(self._resume_path_root())
-                if s.stage_index == index and s.stage_completed
+                if s.stage_index == index
+                and s.stage_completed
+                and s.run_fingerprint == resume.run_fingerprint
             ]
             if not ends:
                 raise FileNotFoundError(
@@ -407,7 +445,13 @@ class StageRunner:
                     f"'{name}' is missing from {self._resume_path_root()}."
                 )
             logger.info("Stage '%s' already finished; restoring its final state from %s.", name, ends[-1])
-            self.state = load_checkpoint(self.accelerator, ends[-1], self.recipe_state)
+            try:
+                self.state = load_checkpoint(self.accelerator, ends[-1], self.recipe_state)
+            except CheckpointError as err:
+                raise CheckpointError(
+                    f"Cannot resume stage '{resume.stage}': the checkpoint saved at the end of stage "
+                    f"'{name}' fails its checks: {err} Start over (--overwrite_output_dir true)."
+                ) from err
             return True
         if resume is not None and resume.stage_index == index:
             self.state = load_checkpoint(self.accelerator, self._resume_path, self.recipe_state)
@@ -430,6 +474,7 @@ class StageRunner:
             epoch_offset=epoch_offset,
             num_processes=self.accelerator.num_processes,
             seed=self.seed,
+            run_fingerprint=self.run.fingerprint,
             log_history=previous.log_history,
         )
         return False

@@ -16,9 +16,10 @@ diffusers' examples)::
     run.finish(results, train_results={...})                  # results, card, push
 
 ``RecipeRun.start`` parses ``--config`` (default: the recipe's embedded SynthPeds config),
-``--output_dir`` (default: ``runs/<method>``, printed), ``--resume``, ``--push_to_hub`` and
-``--section.field VALUE`` overrides, validates the whole data section before any work, and sets
-up the Accelerator, logging, the seed and the saved ``config.yaml``.
+``--output_dir`` (default: ``runs/<method>``, printed), ``--resume``, ``--overwrite_output_dir``,
+``--push_to_hub`` and ``--section.field VALUE`` overrides, validates the whole data section before
+any work, checks that the run folder holds no other run's checkpoints (:data:`RUN_FINGERPRINT_IGNORES`),
+and sets up the Accelerator, logging, the seed and the saved ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
 from ..data import PKSampler, ReidTestTransform, ReidTrainTransform, ReidTransformConfig
-from .checkpoint import Stateful, resolve_resume_checkpoint
-from .config import ConfigError, RecipeArgs, parse_recipe_args, save_config
+from .checkpoint import RunIdentity, RunMismatchError, Stateful, prepare_run_folder, resolve_resume_checkpoint
+from .config import ConfigError, RecipeArgs, config_to_dict, parse_recipe_args, save_config
 from .evaluation import evaluate_domains
 from .loop import StageRunner
 from .reid_data import (
@@ -58,6 +59,7 @@ __all__ = [
     "CACHE_DIR",
     "DEFAULT_RUNS_DIR",
     "HUB_IGNORE",
+    "RUN_FINGERPRINT_IGNORES",
     "SYNTHCLIP_HUB_ID",
     "RecipeConfig",
     "RecipeRun",
@@ -65,6 +67,7 @@ __all__ = [
     "check_numbers",
     "model_config_kwargs",
     "recipe_cli",
+    "run_fingerprint_config",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,10 +156,39 @@ class RecipeRun:
         )
         setup_logging(accelerator, log_file=output_dir / "train.log")
         set_seed(cfg.seed)
-        if accelerator.is_main_process:
+        run = cls(cfg=cfg, args=args, accelerator=accelerator, method=method)
+        # Before config.yaml is written: another run's folder is refused (or, when asked, cleared).
+        # A --resume of another run's checkpoint is refused by the stage runner, after the recipe's
+        # own checks (check_checkpoint_fits names a changed number of identities); config.yaml
+        # keeps that run's config.
+        resumes_another_run = False
+        try:
+            prepare_run_folder(
+                output_dir,
+                run.run_identity,
+                resume=args.resume,
+                overwrite=args.overwrite_output_dir,
+                is_main_process=accelerator.is_main_process,
+                log=False,
+            )
+        except RunMismatchError:
+            if args.resume is None or args.overwrite_output_dir:
+                raise
+            resumes_another_run = True
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process and not resumes_another_run:
             save_config(cfg, output_dir / "config.yaml")
         logger.info("%s run in %s (config: %s).", method, output_dir.resolve(), args.config)
-        return cls(cfg=cfg, args=args, accelerator=accelerator, method=method)
+        return run
+
+    @property
+    def run_identity(self) -> RunIdentity:
+        """The seed and :func:`run_fingerprint_config`: recorded with every checkpoint, compared on
+        ``--resume`` and when a run starts in a folder that holds checkpoints."""
+        return RunIdentity(
+            seed=self.cfg.seed,
+            config=run_fingerprint_config(self.cfg, self.method, self.accelerator.mixed_precision),
+        )
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -251,6 +283,8 @@ class RecipeRun:
             log_every=train.log_every,
             progress_bar=train.progress_bar,
             recipe_state=recipe_state,
+            run_config=self.run_identity.config,
+            overwrite_output_dir=self.args.overwrite_output_dir,
         )
 
     # ------------------------------------------------------------------ save, evaluate, finish
@@ -324,23 +358,33 @@ class RecipeRun:
             logger.info(
                 "Run finished in %.0f s: %s", self.timings["total_seconds"], json.dumps(train_results)
             )
-            self._write_card(results, train_results)
+            repo_id = self.repo_id
             if self.args.push_to_hub:
-                from ..hub import push_run_to_hub
+                from ..hub import default_repo_id, push_run_to_hub
 
-                url = push_run_to_hub(out, self.repo_id, ignore_patterns=HUB_IGNORE)
+                repo_id = repo_id or default_repo_id(out.resolve().name)  # <your user>/<run folder>
+            self._write_card(results, train_results, repo_id)
+            if self.args.push_to_hub:
+                url = push_run_to_hub(out, repo_id, ignore_patterns=HUB_IGNORE)
                 logger.info("Pushed to %s", url)
             print(_summary(self.method, results, out), flush=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
 
     @property
-    def repo_id(self) -> str:
-        """The Hub repository of the run (``--hub_model_id``, else ``hf-reid/<run folder name>``)."""
-        return self.args.hub_model_id or f"hf-reid/{self.output_dir.resolve().name}"
+    def repo_id(self) -> str | None:
+        """The Hub repository of the run: ``--hub_model_id``, else ``None`` (the model card then
+        names no repository; ``--push_to_hub`` without it pushes to ``<your user>/<run folder>``)."""
+        return self.args.hub_model_id or None
 
-    def _write_card(self, results: dict[str, dict[str, Any]], train_results: dict[str, Any]) -> None:
+    def _write_card(
+        self, results: dict[str, dict[str, Any]], train_results: dict[str, Any], repo_id: str | None = None
+    ) -> None:
+        """The model card: it names ``repo_id`` (default :attr:`repo_id`) or no repository, the
+        starting CLIP when it is a Hub id (SynthCLIP as :data:`SYNTHCLIP_HUB_ID`), and the
+        training data by layout name in its text (not as Hub dataset ids in its metadata)."""
         from ..hub import CardInfo, write_model_card
+        from ..models.configuration_reid_base import portable_name_or_path
         from ..synthclip import SYNTHCLIP_NAME
 
         if self._card is None:
@@ -348,14 +392,15 @@ class RecipeRun:
         datasets, extra = self._card
 
         clip = self.cfg.model.clip_name_or_path
-        base_model = SYNTHCLIP_HUB_ID if clip == SYNTHCLIP_NAME else (None if os.path.isdir(clip) else clip)
+        base_model = SYNTHCLIP_HUB_ID if clip == SYNTHCLIP_NAME else (portable_name_or_path(clip) or None)
         write_model_card(
             self.output_dir,
             CardInfo(
                 method=self.method,
-                model_id=self.repo_id,
+                model_id=repo_id or self.repo_id,
+                name=self.output_dir.resolve().name,
                 base_model=base_model,
-                datasets=datasets,
+                training_data=datasets,
                 extra={
                     "training_config": (self.output_dir / "config.yaml").read_text(encoding="utf-8"),
                     "train_results": train_results,
@@ -444,6 +489,38 @@ def check_checkpoint_fits(checkpoint: str, model: torch.nn.Module, num_classes: 
         f"{want} here ({len(wrong)} tensor(s) differ). Was the run started with another config? "
         "Resume with the run's own config.yaml, or start a new --output_dir."
     )
+
+
+RUN_FINGERPRINT_IGNORES = (
+    "seed",
+    "train.checkpoint_every",
+    "train.checkpoint_total_limit",
+    "train.log_every",
+    "train.progress_bar",
+    "data.num_workers",
+    "data.synthpeds.num_workers",
+    "eval",
+)
+"""Config fields left out of a run's fingerprint: they do not change the training (checkpoint
+and logging cadence, loader / generator worker counts, the final evaluation's settings; the seed
+is recorded on its own). The command-line arguments (``--output_dir``, ``--resume``,
+``--overwrite_output_dir``, ``--push_to_hub``, ``--hub_model_id``, ``--config``'s path) are not
+config fields, so not in it either. Everything else is: another value is another run."""
+
+
+def run_fingerprint_config(cfg: Any, method: str, mixed_precision: str | None = None) -> dict[str, Any]:
+    """The settings that define a recipe run's training: the config without
+    :data:`RUN_FINGERPRINT_IGNORES`, plus ``recipe`` (the method) and ``mixed_precision`` (the
+    Accelerator's, which ``accelerate launch`` may choose when the config leaves it open)."""
+    plain = config_to_dict(cfg)
+    for dotted in RUN_FINGERPRINT_IGNORES:
+        *parents, last = dotted.split(".")
+        node = plain
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return {**plain, "recipe": method, "mixed_precision": mixed_precision}
 
 
 def recipe_cli(main: Callable[[], Any]) -> None:

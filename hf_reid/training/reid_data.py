@@ -37,6 +37,7 @@ from ..data import (
 )
 from ..data.synthetic import LAYOUT_NAMES as SYNTHPEDS_LAYOUTS
 from ..data.synthetic import domain_name, get_preset
+from ..data.synthetic.generate import run_captioned
 from .config import ConfigError
 
 __all__ = [
@@ -66,6 +67,12 @@ class SynthPedsArgs:
     seed: int = 0
     image_size: tuple[int, int] = (128, 64)
     num_workers: int = 2
+    captioned_styles: Literal["sources", "diverse"] = "sources"
+    """Camera styles of the captioned single-camera set (``hf-reid synth --captioned-styles``):
+    ``sources`` (the source domains' styles) or ``diverse`` (a camera per identity at a place of
+    its own, never the held-out domain's style)."""
+    captioned_identities: int | None = None
+    """Identities of the captioned set (``null``: the preset's)."""
 
 
 @dataclass
@@ -184,7 +191,30 @@ def _synthpeds_run(root: Path) -> dict[str, Any] | None:
         data = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return {key: data.get(key) for key in ("preset", "seed", "image_size", "layouts")}
+    run = {key: data.get(key) for key in ("preset", "seed", "image_size", "layouts")}
+    styles, identities = run_captioned(data)  # the captioned set's options (absent: the defaults)
+    return {**run, "captioned_styles": styles, "captioned_identities": identities}
+
+
+def _captioned_mismatch(root: Path, existing: dict[str, Any], synth: SynthPedsArgs) -> str | None:
+    """Why the captioned set of the run in ``root`` is not the one ``synth`` asks for, or ``None``
+    (also when that run wrote no captioned set)."""
+    if existing.get("captioned_identities") is None:
+        return None
+    have = (existing["captioned_styles"], existing["captioned_identities"])
+    identities = synth.captioned_identities
+    if identities is None:  # the preset's size: judged only against a run of the same preset
+        same_preset = existing.get("preset") == synth.preset
+        identities = get_preset(synth.preset).caption_ids if same_preset else have[1]
+    wanted = (synth.captioned_styles, identities)
+    if have == wanted:
+        return None
+    return (
+        f"data.root {root} holds a SynthPeds captioned set with {have[0]} camera styles and {have[1]} "
+        f"identities, not the configured data.synthpeds.captioned_styles {wanted[0]!r} and "
+        f"captioned_identities {wanted[1]}. Use another data.root (and captions.root) for these options, "
+        "or the options it was made with."
+    )
 
 
 def _synthpeds_layout(folder: str) -> str | None:
@@ -244,6 +274,11 @@ def validate_data_args(args: DataArgs, extra_folders: Sequence[str] = ()) -> Non
             preset = get_preset(args.synthpeds.preset)
         except ValueError as error:
             raise ConfigError(f"data.synthpeds.preset: {error}") from None
+        identities = args.synthpeds.captioned_identities
+        if identities is not None and identities < 1:
+            raise ConfigError(
+                f"data.synthpeds.captioned_identities must be >= 1 (or null), got {identities}."
+            )
         writes = {domain_name(k) for k in range(preset.num_domains)} | set(SYNTHPEDS_LAYOUTS)
         wrong = [f for f in wanted if f not in writes and not domain_dir(root, f).is_dir()]
         if wrong:
@@ -273,6 +308,12 @@ def prepare_synthpeds(args: DataArgs, extra_layouts: Sequence[str] = ()) -> None
     root = Path(args.root)
     wanted = list(dict.fromkeys([*args.train_domains, *args.eval_domains, *extra_layouts]))
     missing = sorted(d for d in wanted if not domain_dir(root, d).is_dir())
+    if args.synthpeds is not None and "captions" in wanted:
+        # A captioned set made with other options must not be used silently, present or not.
+        existing = _synthpeds_run(root)
+        problem = _captioned_mismatch(root, existing, args.synthpeds) if existing is not None else None
+        if problem is not None:
+            raise ConfigError(problem)
     if not missing:
         return
     if args.synthpeds is None:
@@ -311,6 +352,13 @@ def prepare_synthpeds(args: DataArgs, extra_layouts: Sequence[str] = ()) -> None
         # Generation is deterministic, so the images already there come out identical.
         layouts = list(dict.fromkeys([*existing.get("layouts", []), *layouts]))
         overwrite = True
+    captioned = {
+        "captioned_styles": synth.captioned_styles,
+        "captioned_identities": synth.captioned_identities,
+    }
+    if existing is not None and "captions" not in wanted and existing.get("captioned_identities") is not None:
+        # The run's captioned set is not this config's to change: rewrite it as it was.
+        captioned = {key: existing[key] for key in captioned}
     logger.info("Generating SynthPeds (%s, seed %d) into %s for %s.", synth.preset, synth.seed, root, missing)
     generate_synthpeds(
         root,
@@ -320,6 +368,7 @@ def prepare_synthpeds(args: DataArgs, extra_layouts: Sequence[str] = ()) -> None
         layouts=layouts,
         num_workers=synth.num_workers,
         overwrite=overwrite,
+        **captioned,
     )
     still_missing = sorted(d for d in wanted if not domain_dir(root, d).is_dir())
     if still_missing:

@@ -1,23 +1,49 @@
 """Small helpers every recipe needs: the Accelerator, seeding, logging and a gradient-keeping
-all-gather for metric learning across processes."""
+all-gather for metric learning across processes.
+
+Multi-process runs: every collective (barrier, gather, broadcast) waits at most
+``$HF_REID_DIST_TIMEOUT`` seconds (default 1800) for the other processes.
+A process that fails, stalls or leaves early then ends the launch with an error naming the
+collective instead of leaving the others asleep in it: the waiting process raises, and the
+launcher (``accelerate launch`` / ``torchrun``) stops the rest. Raise it for steps that one
+process does alone for long while the others wait (generating a large SynthPeds, evaluating a
+very large gallery).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration, broadcast
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration, broadcast
 from accelerate.utils import set_seed as _accelerate_set_seed
 
-__all__ = ["create_accelerator", "gather_with_grad", "set_seed", "setup_logging", "sync_buffers"]
+__all__ = [
+    "DEFAULT_DIST_TIMEOUT",
+    "DIST_TIMEOUT_ENV",
+    "create_accelerator",
+    "dist_timeout_seconds",
+    "gather_with_grad",
+    "set_seed",
+    "setup_logging",
+    "sync_buffers",
+]
 
 logger = logging.getLogger(__name__)
+
+DIST_TIMEOUT_ENV = "HF_REID_DIST_TIMEOUT"
+"""Environment variable: seconds a process waits in a collective for the others (see the module
+docstring)."""
+DEFAULT_DIST_TIMEOUT = 1800.0
+"""Seconds a collective waits by default (torch's own default for gloo and NCCL)."""
 
 
 def set_seed(seed: int, *, deterministic: bool = False) -> None:
@@ -27,6 +53,35 @@ def set_seed(seed: int, *, deterministic: bool = False) -> None:
     operations then raise instead of running nondeterministically).
     """
     _accelerate_set_seed(seed, deterministic=deterministic)
+
+
+def dist_timeout_seconds(timeout: float | None = None) -> float:
+    """The seconds a collective waits for the other processes: ``timeout`` when given, else
+    ``$HF_REID_DIST_TIMEOUT``, else :data:`DEFAULT_DIST_TIMEOUT`. A value that is not a positive
+    number is a ``ValueError`` naming where it came from."""
+    source = "dist_timeout"
+    if timeout is None:
+        text = os.environ.get(DIST_TIMEOUT_ENV, "").strip()
+        if not text:
+            return DEFAULT_DIST_TIMEOUT
+        source = f"${DIST_TIMEOUT_ENV}"
+        try:
+            timeout = float(text)
+        except ValueError:
+            raise ValueError(f"{source} must be a number of seconds, got {text!r}.") from None
+    if isinstance(timeout, bool) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"{source} must be a positive number of seconds, got {timeout!r}.")
+    return float(timeout)
+
+
+def _process_group_kwargs(seconds: float) -> InitProcessGroupKwargs:
+    """Accelerate's process-group settings with this timeout. Accelerate passes on only the values
+    that differ from the class defaults (its default timeout is NCCL's 600 s, whatever the
+    backend; gloo's own is 1800 s), so 600 s is passed as 600 s and a microsecond."""
+    timeout = timedelta(seconds=seconds)
+    if timeout == InitProcessGroupKwargs().timeout:
+        timeout += timedelta(microseconds=1)
+    return InitProcessGroupKwargs(timeout=timeout)
 
 
 def create_accelerator(
@@ -39,6 +94,7 @@ def create_accelerator(
     project_name: str = "hf_reid",
     tracker_config: dict[str, Any] | None = None,
     cpu: bool = False,
+    dist_timeout: float | None = None,
 ) -> Accelerator:
     """The Accelerator the recipes use, set up for reproducible, resumable runs.
 
@@ -47,7 +103,11 @@ def create_accelerator(
     * ``output_dir`` is the project folder (tracker logs go to ``output_dir/logs``), and
       checkpoints are named by :func:`~hf_reid.training.checkpoint.save_checkpoint`;
     * trackers (``log_with="tensorboard"``, ``"wandb"``, ...) are started when requested; without
-      them ``accelerator.log`` does nothing.
+      them ``accelerator.log`` does nothing;
+    * under several processes every collective waits at most ``dist_timeout`` seconds (default
+      ``$HF_REID_DIST_TIMEOUT``, else 30 minutes) for the others, then raises: a process that
+      failed or stalled ends the launch instead of leaving the others waiting. It takes effect
+      when this call starts the process group (the first Accelerator of the process).
 
     ``mixed_precision=None`` keeps whatever ``accelerate launch`` / ``accelerate config`` chose.
     """
@@ -60,6 +120,7 @@ def create_accelerator(
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=seed),
         step_scheduler_with_optimizer=False,
         cpu=cpu,
+        kwargs_handlers=[_process_group_kwargs(dist_timeout_seconds(dist_timeout))],
     )
     if log_with:
         accelerator.init_trackers(project_name, config=tracker_config)

@@ -10,6 +10,12 @@ style shift, as between Market-1501, MSMT17 and CUHK03.
 ``DOMAIN_STYLES`` holds six hand-designed domains; domain ``k >= 6`` is a seeded perturbation of
 domain ``k % 6``. SynthPeds holds out the last domain of a run (``synthpeds_d{K-1}``): its
 styles appear in no other layout (see :mod:`hf_reid.data.synthetic.layouts`).
+
+A *place* (:func:`place_style`) is a style distribution of its own, made for one camera of the
+``diverse`` single-camera set: a designed style other than the held-out domain's, with every
+photometric and scene range moved independently (web video from many places). :func:`style_distance`
+measures how far a camera lies outside a style distribution; :func:`place_cameras` keeps only
+places whose camera is at least :data:`HELD_OUT_MARGIN` away from the held-out domain's.
 """
 
 from __future__ import annotations
@@ -344,3 +350,139 @@ def mixture_cameras(
         rng = rng_for(seed, "camera-domain", key)
         cameras.append(sample_camera(seed, key, int(_pick(rng, tuple(style_domains))), modality))
     return cameras
+
+
+# ------------------------------------------------------------------------------------------------
+# Places: the broad style prior of the ``diverse`` single-camera set
+# ------------------------------------------------------------------------------------------------
+STYLE_DIMENSIONS: tuple[str, ...] = (
+    "gain",
+    "gamma",
+    "warmth",
+    "tint",
+    "saturation",
+    "blur",
+    "noise",
+    "resolution",
+)
+"""The photometric and sensor parameters of a camera that :func:`style_distance` compares."""
+
+PLACE_SHIFT = 0.6
+"""Each range of a place moves by up to ``PLACE_SHIFT`` x (its width + 0.1 x the designed styles'
+span of that parameter), independently per parameter (``domain_style``'s variants move only
+colours, warmth, tint and gain)."""
+
+PLACE_BOUNDS: dict[str, Range] = {
+    "gain": (0.40, 1.45),
+    "gamma": (0.70, 1.40),
+    "warmth": (-0.70, 0.70),
+    "tint": (-0.20, 0.40),
+    "saturation": (0.25, 1.35),
+    "blur": (0.20, 2.00),
+    "noise": (0.005, 0.08),
+    "resolution": (1.00, 2.80),
+    "scale": (0.70, 1.00),
+    "clutter": (0.10, 0.95),
+    "horizon": (0.40, 0.80),
+}
+"""How far a moved range may go (a shift that would leave them stops at the bound), so every place
+renders plausibly; every designed range lies inside them."""
+
+HELD_OUT_MARGIN = 0.15
+"""The smallest :func:`style_distance` a ``diverse`` camera keeps from the held-out domain's
+style distribution (in the default preset, the source domains' cameras lie 0.4 or more from the
+held-out dusk style, median 0.73; the places, median 0.8)."""
+
+MAX_PLACE_DRAWS = 100
+
+
+def _designed_span(name: str) -> float:
+    """How far the six designed styles' ranges of parameter ``name`` reach, together."""
+    return max(getattr(s, name)[1] for s in DOMAIN_STYLES) - min(getattr(s, name)[0] for s in DOMAIN_STYLES)
+
+
+STYLE_SPREAD: dict[str, float] = {name: _designed_span(name) for name in STYLE_DIMENSIONS}
+"""The unit of :func:`style_distance` per parameter: how far the designed styles reach."""
+
+
+def style_distance(camera: CameraStyle | dict, style: DomainStyle) -> float:
+    """How far ``camera`` lies outside the style distribution ``style``: the Euclidean norm of its
+    excess beyond each range of :data:`STYLE_DIMENSIONS`, each in units of :data:`STYLE_SPREAD`.
+
+    0 for every camera drawn from ``style`` (:func:`sample_camera` draws each parameter inside its
+    range); ``camera`` may be a :class:`CameraStyle` or a dict with those keys (a meta record).
+    """
+    total = 0.0
+    for name in STYLE_DIMENSIONS:
+        value = camera[name] if isinstance(camera, dict) else getattr(camera, name)
+        lo, hi = getattr(style, name)
+        excess = max(lo - value, value - hi, 0.0)
+        total += (excess / STYLE_SPREAD[name]) ** 2
+    return float(np.sqrt(total))
+
+
+def place_bases(held_out: int) -> tuple[int, ...]:
+    """The designed styles a place may start from: all six but the held-out domain's
+    (``held_out % 6``: a held-out perturbed variant excludes its whole family)."""
+    return tuple(k for k in range(len(DOMAIN_STYLES)) if k != held_out % len(DOMAIN_STYLES))
+
+
+def place_style(seed: int, key: str, base: int, draw: int = 0) -> DomainStyle:
+    """The style distribution of the place camera ``key`` films: designed style ``base`` with every
+    range moved independently (:data:`PLACE_SHIFT`, clipped to :data:`PLACE_BOUNDS`), its colours
+    redrawn around the base's, three of the six textures, its viewpoint mix and occlusion rate
+    rescaled. Deterministic in ``(seed, key, draw)``."""
+    style = DOMAIN_STYLES[base]
+    rng = rng_for(seed, "place", key, draw)
+
+    def move(name: str) -> Range:
+        lo, hi = getattr(style, name)
+        d = rng.uniform(-PLACE_SHIFT, PLACE_SHIFT) * (hi - lo + 0.1 * _designed_span(name))
+        bound_lo, bound_hi = PLACE_BOUNDS[name]
+        d = float(np.clip(d, bound_lo - lo, bound_hi - hi))  # the moved range stays inside the bounds
+        return (lo + d, hi + d)
+
+    def recolor(colors: tuple[RGB, ...]) -> tuple[RGB, ...]:
+        return tuple(tuple(float(np.clip(c + rng.normal(0, 0.1), 0, 1)) for c in rgb) for rgb in colors)
+
+    moved = {name: move(name) for name in (*STYLE_DIMENSIONS, "scale", "clutter", "horizon")}
+    textures = tuple(str(t) for t in rng.choice(TEXTURES, size=3, replace=False))
+    views = np.asarray(style.view_prior) * np.exp(rng.normal(0.0, 0.5, size=3))
+    return replace(
+        style,
+        name=f"{style.name} place {key}",
+        description=f"{style.name} moved: one place of the diverse single-camera set",
+        walls=recolor(style.walls),
+        grounds=recolor(style.grounds),
+        accents=recolor(style.accents),
+        textures=textures,
+        occlusion=round(float(np.clip(style.occlusion * rng.uniform(0.5, 1.5), 0.02, 0.30)), 4),
+        view_prior=tuple(float(v) for v in views),
+        **moved,
+    )
+
+
+def place_cameras(
+    seed: int, keys: list[str], held_out: int
+) -> tuple[list[CameraStyle], dict[str, DomainStyle]]:
+    """One camera per key, each filming a place of its own (:func:`place_style`): the base style
+    drawn uniformly from :func:`place_bases`, the place redrawn (at most :data:`MAX_PLACE_DRAWS`
+    times) until its camera lies at least :data:`HELD_OUT_MARGIN` from the held-out domain's style
+    distribution. Returns the cameras and each key's place."""
+    bases = place_bases(held_out)
+    held_out_style = domain_style(held_out)
+    cameras, places = [], {}
+    for key in keys:
+        base = int(_pick(rng_for(seed, "place-base", key), bases))
+        for draw in range(MAX_PLACE_DRAWS):
+            place = place_style(seed, key, base, draw)
+            camera = sample_camera(seed, key, base, style=place)
+            if style_distance(camera, held_out_style) >= HELD_OUT_MARGIN:
+                break
+        else:  # pragma: no cover - the margin is far below the typical distance
+            raise RuntimeError(
+                f"{key}: no place at {HELD_OUT_MARGIN} from {held_out_style.name} in {MAX_PLACE_DRAWS} draws"
+            )
+        cameras.append(camera)
+        places[key] = place
+    return cameras, places

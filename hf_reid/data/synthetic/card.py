@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cameras import domain_style
+from .presets import PRESETS
 
 _LAYOUT_TEXT = {
     "market": "Market-1501 style (`bounding_box_train/`, `query/`, `bounding_box_test/`; "
@@ -31,11 +32,59 @@ _LOADERS = {
 }
 
 
+def _captioned_flags(meta: dict[str, Any]) -> str:
+    flags = ""
+    if "captioned_styles" in meta:
+        flags += f" --captioned-styles {meta['captioned_styles']}"
+    if "captioned_identities" in meta:
+        flags += f" --captioned-identities {meta['captioned_identities']}"
+    return flags
+
+
+def _captioned_section(meta: dict[str, Any]) -> list[str]:
+    """The card's section on a captioned set made with non-default options (none otherwise: a
+    default run's card is the one it had before the options existed)."""
+    if not set(meta) & {"captioned_styles", "captioned_identities"}:
+        return []
+    identities = meta.get("captioned_identities", meta["preset_settings"]["caption_ids"])
+    sources = len(meta["source_domains"]) * meta["preset_settings"]["train_ids"]
+    preset = PRESETS.get(meta["preset"])
+    default = f"the `{meta['preset']}` preset has {preset.caption_ids}; " if preset is not None else ""
+    lines = [
+        "## Single-camera captioned set",
+        "",
+        f"- identities: {identities} (`--captioned-identities`; {default}the source domains hold "
+        f"{sources} training identities)",
+    ]
+    places = meta.get("captioned_places")
+    if meta.get("captioned_styles") == "diverse" and places:
+        bases = ", ".join(f"{name} {count}" for name, count in places["bases"].items())
+        lines += [
+            "- camera styles: **diverse** (`--captioned-styles diverse`). Every identity is filmed by a camera "
+            f"of its own ({places['places']} cameras), at a place of its own: one of the designed styles other "
+            f"than the held-out domain's ({', '.join(places['allowed_bases'])}; drawn: {bases}) with every "
+            f"photometric, sensor and scene range moved independently by up to {places['place_shift']} of "
+            "its width (+0.1), its colours, textures, viewpoint mix and occlusion redrawn. No camera is drawn "
+            f"from the held-out domain's style distribution ({places['held_out_style']}): each lies at least "
+            f"{places['held_out_margin']} from it (style distance: the norm of the excess beyond its ranges, "
+            f"in units of the designed styles' span; here min {places['min_held_out_distance']}, median "
+            f"{places['median_held_out_distance']}). The people and their image counts are those of the "
+            "default (`sources`) set; `synthpeds_meta.json` records every camera's place.",
+        ]
+    else:
+        lines.append(
+            "- camera styles: `sources` (9 cameras drawn from the source domains' styles; "
+            "`--captioned-styles diverse` gives every identity a camera at a place of its own)"
+        )
+    return [*lines, ""]
+
+
 def dataset_card(meta: dict[str, Any]) -> str:
     """Markdown dataset card (with Hub YAML front matter) describing the run in ``meta``.
 
     The card does not name the output folder, so it is identical wherever the run is written.
     """
+    diverse = meta.get("captioned_styles") == "diverse"
     lines = [
         "---",
         "license: mit",
@@ -47,14 +96,20 @@ def dataset_card(meta: dict[str, Any]) -> str:
         "# SynthPeds",
         "",
         "Procedurally rendered pedestrian crops written by `hf_reid.data.synthetic` "
-        f"(`hf-reid synth --preset {meta['preset']} --seed {meta['seed']}`), in the layouts of the real "
+        f"(`hf-reid synth --preset {meta['preset']} --seed {meta['seed']}{_captioned_flags(meta)}`), in the "
+        "layouts of the real "
         "Re-ID datasets so that the real loading code reads them. The same seed gives byte-identical files.",
         "",
         f"- image size: {meta['image_size'][0]}x{meta['image_size'][1]} (height x width)",
         f"- images: {meta['num_images']}",
         f"- domains: {', '.join(meta['domains'])}; **held-out target domain: `{meta['held_out_domain']}`** "
-        "(its camera styles are used by no other folder: LTCC, SYSU-MM01, MLR-CUHK03, the captioned and "
-        "pretraining sets draw cameras from the source domains only)",
+        + (
+            "(its camera styles are used by no other folder: LTCC, SYSU-MM01, MLR-CUHK03 and the pretraining "
+            "set draw cameras from the source domains only, the diverse captioned set from places of its own)"
+            if diverse
+            else "(its camera styles are used by no other folder: LTCC, SYSU-MM01, MLR-CUHK03, the captioned and "
+            "pretraining sets draw cameras from the source domains only)"
+        ),
         "",
         "## Folders",
         "",
@@ -71,8 +126,8 @@ def dataset_card(meta: dict[str, Any]) -> str:
     for index, dataset in enumerate(meta["domains"]):
         style = domain_style(index)
         lines.append(f"| `{dataset}` | {style.name} | {style.description} |")
+    lines += ["", *_captioned_section(meta)]
     lines += [
-        "",
         "## Identities",
         "",
         "Each identity copies the attribute vector of a randomly drawn real Market-1501 identity "

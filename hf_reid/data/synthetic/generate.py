@@ -14,8 +14,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .card import dataset_card
-from .layouts import domain_name, plan_synthpeds, resolve_layouts
-from .manifest import MANIFEST_FILE, PARTIAL_PREFIX, build_manifest, read_manifest, write_manifest
+from .layouts import check_captioned, domain_name, plan_synthpeds, resolve_layouts
+from .manifest import (
+    CAPTIONED_SETTINGS,
+    MANIFEST_FILE,
+    PARTIAL_PREFIX,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
 from .metadata import META_FILE, build_meta, preset_settings, read_meta, write_meta
 from .presets import SynthPedsPreset, get_preset
 from .writers import write_layouts
@@ -42,6 +49,9 @@ class SynthPedsSummary:
     seconds: float
     reused: bool = False
     meta_path: Path = field(default=Path())
+    captioned_styles: str = "sources"
+    captioned_identities: int | None = None
+    """Identities of the captioned set (``None``: no captioned set written)."""
 
     @property
     def images_per_second(self) -> float:
@@ -58,7 +68,11 @@ class SynthPedsSummary:
 
 
 def _settings(
-    preset: SynthPedsPreset, seed: int, image_size: tuple[int, int], layouts: tuple[str, ...]
+    preset: SynthPedsPreset,
+    seed: int,
+    image_size: tuple[int, int],
+    layouts: tuple[str, ...],
+    captioned: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     domains = [domain_name(k) for k in range(preset.num_domains)]
     return {
@@ -66,6 +80,7 @@ def _settings(
         "seed": seed,
         "image_size": list(image_size),
         "layouts": list(layouts),
+        **(captioned or {}),
         "domains": domains,
         "held_out_domain": domains[-1],
         "source_domains": domains[:-1],
@@ -73,7 +88,35 @@ def _settings(
     }
 
 
+def captioned_options(
+    preset: SynthPedsPreset, layouts: tuple[str, ...], styles: str = "sources", identities: int | None = None
+) -> tuple[SynthPedsPreset, dict[str, Any]]:
+    """The preset a run plans with (``caption_ids`` = ``identities``) and the captioned settings it
+    records: only those that differ from the defaults, and none when the run writes no captioned
+    set (the options then change nothing)."""
+    check_captioned(styles, identities)
+    if "captions" not in layouts:
+        return preset, {}
+    recorded: dict[str, Any] = {}
+    if styles != "sources":
+        recorded["captioned_styles"] = styles
+    if identities is not None and int(identities) != preset.caption_ids:
+        recorded["captioned_identities"] = int(identities)
+        preset = dataclasses.replace(preset, caption_ids=int(identities))
+    return preset, recorded
+
+
+def run_captioned(meta: dict[str, Any]) -> tuple[str, int | None]:
+    """(captioned styles, captioned identities) of the run whose meta or settings is ``meta``
+    (identities ``None`` when it wrote no captioned set)."""
+    if "captions" not in (meta.get("layouts") or []):
+        return meta.get("captioned_styles", "sources"), None
+    identities = meta.get("captioned_identities", (meta.get("preset_settings") or {}).get("caption_ids"))
+    return meta.get("captioned_styles", "sources"), identities
+
+
 def _summary(meta: dict[str, Any], out_dir: Path, seconds: float, reused: bool) -> SynthPedsSummary:
+    styles, identities = run_captioned(meta)
     return SynthPedsSummary(
         out_dir=out_dir,
         preset=meta["preset"],
@@ -87,6 +130,8 @@ def _summary(meta: dict[str, Any], out_dir: Path, seconds: float, reused: bool) 
         seconds=seconds,
         reused=reused,
         meta_path=out_dir / META_FILE,
+        captioned_styles=styles,
+        captioned_identities=identities,
     )
 
 
@@ -139,7 +184,9 @@ def _legacy_manifest(out_dir: Path) -> dict[str, Any] | None:
         preset = SynthPedsPreset(
             **{key: tuple(v) if isinstance(v, list) else v for key, v in saved.items() if key in fields}
         )
-        plans = plan_synthpeds(int(meta["seed"]), preset, tuple(meta["layouts"]))
+        plans = plan_synthpeds(
+            int(meta["seed"]), preset, tuple(meta["layouts"]), meta.get("captioned_styles", "sources")
+        )
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
     planned = [image.path for plan in plans for image in plan.images]
@@ -287,6 +334,9 @@ def _reusable(out_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     if manifest is not None and not manifest["complete"]:
         return None
     same = all(meta.get(key) == value for key, value in settings.items())
+    # Compared both ways: a default request (which records none of them) must not reuse a folder
+    # made with other captioned options.
+    same = same and all(meta.get(key) == settings.get(key) for key in CAPTIONED_SETTINGS)
     if same and all((out_dir / record["path"]).is_file() for record in meta["images"]):
         return meta
     return None
@@ -300,6 +350,8 @@ def generate_synthpeds(
     layouts: list[str] | str | None = None,
     num_workers: int = 2,
     overwrite: bool = False,
+    captioned_styles: str = "sources",
+    captioned_identities: int | None = None,
 ) -> SynthPedsSummary:
     """Write the SynthPeds benchmark into ``out_dir`` in the real datasets' layouts.
 
@@ -317,6 +369,16 @@ def generate_synthpeds(
             the call is refused (nothing changed) when the new run would write over, or mix
             with, anything SynthPeds did not write. Without it, a folder that already holds
             exactly this run is reused and any other non-empty folder is an error.
+        captioned_styles: camera styles of the single-camera captioned set: ``"sources"`` (9
+            cameras drawn from the source domains' styles; the default, and the set as it was
+            before this option) or ``"diverse"`` (every identity filmed by a camera of its own,
+            at a place of its own: a designed style other than the held-out domain's with every
+            range moved, and never within ``HELD_OUT_MARGIN`` of the held-out domain's style
+            distribution; the same people with the same image counts as ``"sources"``).
+        captioned_identities: identities of the captioned set (``None``: the preset's
+            ``caption_ids``). Both options are recorded in ``synthpeds_meta.json`` and the
+            manifest when they differ from the defaults, and a folder is only reused for the
+            same options.
 
     The run renders into a temporary folder and is moved into place once complete, with
     ``synthpeds_manifest.json`` (the completion marker the loaders check) arriving last: an
@@ -339,7 +401,8 @@ def generate_synthpeds(
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size must be one of {IMAGE_SIZES} (height, width), got {image_size}")
     chosen = resolve_layouts(layouts)
-    settings = _settings(preset, int(seed), image_size, chosen)
+    preset, captioned = captioned_options(preset, chosen, captioned_styles, captioned_identities)
+    settings = _settings(preset, int(seed), image_size, chosen, captioned)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(
@@ -366,7 +429,7 @@ def generate_synthpeds(
         owned = _owned(out_dir)
 
     start = time.perf_counter()
-    plans = plan_synthpeds(int(seed), preset, chosen)
+    plans = plan_synthpeds(int(seed), preset, chosen, captioned_styles)
     new_files = _run_files(plans)
     if _entries(out_dir):
         _check_replaceable(out_dir, owned, new_files)  # before any work: nothing is changed

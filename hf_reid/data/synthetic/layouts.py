@@ -5,7 +5,8 @@ Planning is cheap and runs in one process; rendering (:mod:`.writers`) then turn
 range, so no identity appears in two layouts (and the pretraining identities are disjoint from
 every Re-ID split). The last Market-style domain, ``synthpeds_d{K-1}``, is the *held-out* target
 domain: its camera styles are used by no other layout; LTCC, SYSU-MM01, MLR-CUHK03, the captioned
-set and the pretraining set draw their cameras from the other (source) domains only.
+set and the pretraining set draw their cameras from the other (source) domains only (the
+``diverse`` captioned set from places of its own, kept away from the held-out style).
 
 Layout names (``layouts=`` / ``--layouts``):
 
@@ -14,19 +15,32 @@ Layout names (``layouts=`` / ``--layouts``):
 - ``ltcc``: clothes change; ``PPP_O_cC_FFFFFF.png`` with the outfit (clothes id) ``O``.
 - ``sysu_mm01``: visible-infrared; cameras 3 and 6 are infrared (grey intensity images).
 - ``mlr_cuhk03``: cross-resolution; camera-1 images are downscaled by 2, 3 or 4 (all queries).
-- ``captions``: single-camera captioned set (CUHK-PEDES JSON), one camera per identity.
+- ``captions``: single-camera captioned set (CUHK-PEDES JSON), one camera per identity. Its
+  camera styles (``captioned_styles``): ``sources`` (the default) draws its 9 cameras from the
+  source domains' styles; ``diverse`` films every identity with a camera of its own, at a place of
+  its own (:func:`~.cameras.place_cameras`: a designed style other than the held-out domain's,
+  moved; never the held-out domain's style distribution).
 - ``pretrain``: caption JSON for pretraining a tiny CLIP, many identities and cameras.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cameras import CameraStyle, domain_cameras, draw_viewpoint, mixture_cameras, sample_camera
+from .cameras import (
+    CameraStyle,
+    DomainStyle,
+    camera_keys,
+    domain_cameras,
+    draw_viewpoint,
+    mixture_cameras,
+    place_cameras,
+    sample_camera,
+)
 from .captions import caption_image
 from .identities import Identity, make_identity
 from .presets import IntRange, SynthPedsPreset
@@ -47,6 +61,13 @@ UID_BASES = {
 MAX_DOMAINS = 99
 SYSU_INFRARED_CAMERAS = (3, 6)
 CAPTION_CAMERAS = 9
+CAPTIONED_STYLES: tuple[str, ...] = ("sources", "diverse")
+"""Camera styles of the single-camera captioned set (``captioned_styles=`` / ``--captioned-styles``):
+``sources``, 9 cameras drawn from the source domains' styles (the default, as before the option
+existed); ``diverse``, one camera per identity at a place of its own, never the held-out style."""
+MAX_CAPTIONED_IDENTITIES = 999_999
+"""Captioned identities take the uids ``UID_BASES["captions"] + pid``; more would reach the
+pretraining set's."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,10 @@ class LayoutPlan:
     cameras: dict[str, CameraStyle] = field(default_factory=dict)
     text_files: dict[str, str] = field(default_factory=dict)
     style_domains: tuple[int, ...] = ()
+    places: dict[str, DomainStyle] = field(default_factory=dict)
+    """Camera key -> the place it films (``diverse`` captioned set only; see ``place_cameras``)."""
+    held_out: int | None = None
+    """The held-out domain the places keep away from (``diverse`` captioned set only)."""
 
 
 def domain_name(index: int) -> str:
@@ -356,8 +381,44 @@ def plan_mlr_cuhk03(seed: int, preset: SynthPedsPreset, sources: list[int]) -> L
 def _plan_captioned(
     seed: int, dataset: str, ids: int, images: IntRange, sources: list[int], single_camera: bool
 ) -> LayoutPlan:
+    """The captioned sets drawn from the source domains' styles (``captions`` with ``sources``
+    styles, ``pretrain``): 9 cameras; each identity keeps its home camera (``single_camera``) or
+    every image draws one."""
     plan = LayoutPlan(dataset=dataset, layout=dataset, style_domains=tuple(sources))
     cameras = mixture_cameras(seed, dataset, sources, CAPTION_CAMERAS)
+
+    def pick_camera(rng: np.random.Generator, pid: int, home: int) -> int:
+        return home if single_camera else int(rng.integers(1, CAPTION_CAMERAS + 1))
+
+    return _plan_captioned_images(seed, plan, cameras, ids, images, pick_camera)
+
+
+def _plan_diverse_captions(seed: int, ids: int, images: IntRange, held_out: int) -> LayoutPlan:
+    """The ``diverse`` captioned set: identity ``pid`` filmed only by camera ``pid`` at a place of
+    its own. It draws the planning numbers of the ``sources`` set in the same order (the unused
+    home camera included), so both hold the same people with the same number of images each; the
+    cameras (and so the viewpoints and captions that depend on them) differ."""
+    dataset = "captions"
+    plan = LayoutPlan(dataset=dataset, layout=dataset, held_out=held_out)
+    cameras, plan.places = place_cameras(seed, camera_keys(dataset, ids), held_out)
+    plan.style_domains = tuple(sorted({c.style_domain for c in cameras}))
+    return _plan_captioned_images(seed, plan, cameras, ids, images, lambda rng, pid, home: pid)
+
+
+def _plan_captioned_images(
+    seed: int,
+    plan: LayoutPlan,
+    cameras: list[CameraStyle],
+    ids: int,
+    images: IntRange,
+    pick_camera: Callable[[np.random.Generator, int, int], int],
+) -> LayoutPlan:
+    """Fill ``plan`` (a captioned set) with identities ``1..ids``, a number of images each drawn
+    from ``images``, and its CUHK-PEDES style ``reid_raw.json``. Every identity draws a home camera
+    (in 1..9) first, drawn even where ``pick_camera(rng, pid, home)`` (the camera number of each
+    image, an index into ``cameras`` from 1) does not use it, so every captioned set draws its
+    planning numbers in the same order."""
+    dataset = plan.dataset
     plan.cameras = {c.key: c for c in cameras}
     p = _Planner(seed, plan)
     rng = p.rng
@@ -366,7 +427,7 @@ def _plan_captioned(
         ident = p.identity(UID_BASES[dataset] + pid)
         home = int(rng.integers(1, CAPTION_CAMERAS + 1))
         for _ in range(_randint(rng, images)):
-            cam = home if single_camera else int(rng.integers(1, CAPTION_CAMERAS + 1))
+            cam = pick_camera(rng, pid, home)
             name = _market_name(pid, cam, 1, p.frame(cam), 0)
             camera = cameras[cam - 1]
             view = p.view(camera)
@@ -392,11 +453,40 @@ def _plan_captioned(
     return plan
 
 
-def plan_captions(seed: int, preset: SynthPedsPreset, sources: list[int]) -> LayoutPlan:
-    """Single-camera captioned set: each identity seen by one camera, 1-2 captions per image."""
+def plan_captions(
+    seed: int,
+    preset: SynthPedsPreset,
+    sources: list[int],
+    styles: str = "sources",
+    held_out: int | None = None,
+) -> LayoutPlan:
+    """Single-camera captioned set: each identity seen by one camera, 1-2 captions per image;
+    ``preset.caption_ids`` identities. ``styles`` (:data:`CAPTIONED_STYLES`): ``sources`` draws 9
+    cameras from the source domains' styles; ``diverse`` gives every identity a camera of its own
+    at a place of its own, kept away from the style of domain ``held_out`` (default: the domain
+    after the last source)."""
+    check_captioned(styles, None)
+    if styles == "diverse":
+        held_out = max(sources) + 1 if held_out is None else held_out
+        return _plan_diverse_captions(seed, preset.caption_ids, preset.caption_images, held_out)
     return _plan_captioned(
         seed, "captions", preset.caption_ids, preset.caption_images, sources, single_camera=True
     )
+
+
+def check_captioned(styles: str, identities: int | None) -> None:
+    """Raise ``ValueError`` naming a ``captioned_styles`` / ``captioned_identities`` value that is
+    not allowed."""
+    if styles not in CAPTIONED_STYLES:
+        raise ValueError(f"captioned_styles must be one of {list(CAPTIONED_STYLES)}, got {styles!r}")
+    if identities is not None and (
+        isinstance(identities, bool)
+        or not isinstance(identities, (int, np.integer))
+        or not 1 <= identities <= MAX_CAPTIONED_IDENTITIES
+    ):
+        raise ValueError(
+            f"captioned_identities must be an integer in 1..{MAX_CAPTIONED_IDENTITIES}, got {identities!r}"
+        )
 
 
 def plan_pretrain(seed: int, preset: SynthPedsPreset, sources: list[int]) -> LayoutPlan:
@@ -422,10 +512,16 @@ def resolve_layouts(layouts: Iterable[str] | str | None) -> tuple[str, ...]:
 
 
 def plan_synthpeds(
-    seed: int, preset: SynthPedsPreset, layouts: Iterable[str] | None = None
+    seed: int,
+    preset: SynthPedsPreset,
+    layouts: Iterable[str] | None = None,
+    captioned_styles: str = "sources",
 ) -> list[LayoutPlan]:
-    """Plan every requested layout of a run (deterministic in ``seed``)."""
+    """Plan every requested layout of a run (deterministic in ``seed``); ``captioned_styles``
+    (:data:`CAPTIONED_STYLES`) chooses the captioned set's cameras (its size is
+    ``preset.caption_ids``)."""
     chosen = resolve_layouts(layouts)
+    check_captioned(captioned_styles, None)
     if not 2 <= preset.num_domains <= MAX_DOMAINS:
         raise ValueError(
             f"preset {preset.name}: num_domains must be in 2..{MAX_DOMAINS} (the last one is held out), "
@@ -439,7 +535,9 @@ def plan_synthpeds(
         "ltcc": plan_ltcc,
         "sysu_mm01": plan_sysu_mm01,
         "mlr_cuhk03": plan_mlr_cuhk03,
-        "captions": plan_captions,
+        "captions": lambda seed, preset, sources: plan_captions(
+            seed, preset, sources, captioned_styles, held_out=preset.num_domains - 1
+        ),
         "pretrain": plan_pretrain,
     }
     plans.extend(planners[name](seed, preset, sources) for name in chosen if name != "market")

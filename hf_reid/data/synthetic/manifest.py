@@ -35,6 +35,12 @@ PARTIAL_PREFIX = ".synthpeds-partial-"
 or ``.<name>.synthpeds-partial-*`` beside a new one)."""
 
 
+RUN_SETTINGS = ("preset", "seed", "image_size", "layouts")
+CAPTIONED_SETTINGS = ("captioned_styles", "captioned_identities")
+"""Options of the captioned single-camera set; a run records them (in its meta and manifest) only
+when they differ from the defaults, so default runs keep the files they had before the options."""
+
+
 class ManifestError(ValueError):
     """A manifest that cannot be read or lists paths outside its folder; names the file."""
 
@@ -44,7 +50,8 @@ def build_manifest(files: Iterable[str], *, complete: bool, settings: dict[str, 
 
     ``entries`` are the top-level names (what the output folder gains), ``folders`` every
     folder the run creates (removed, deepest first, once empty), ``files`` every file.
-    ``settings`` (preset, seed, image size, layouts) go into the regenerate hint of errors.
+    ``settings`` (preset, seed, image size, layouts, and the captioned set's options where a run
+    records them: only when they are not the defaults) go into the regenerate hint of errors.
     """
     files = sorted(set(files))
     folders = sorted(
@@ -55,9 +62,7 @@ def build_manifest(files: Iterable[str], *, complete: bool, settings: dict[str, 
         "generator": "hf_reid.data.synthetic",
         "version": MANIFEST_VERSION,
         "complete": complete,
-        "settings": {
-            key: settings[key] for key in ("preset", "seed", "image_size", "layouts") if key in settings
-        },
+        "settings": {key: settings[key] for key in (*RUN_SETTINGS, *CAPTIONED_SETTINGS) if key in settings},
         "entries": entries,
         "folders": folders,
         "files": files,
@@ -123,6 +128,10 @@ def regenerate_command(folder: Path, manifest: dict[str, Any] | None) -> str:
         parts.append(f"--image-size {size[0]}x{size[1]}")
     if isinstance(settings.get("layouts"), list):
         parts.append(f"--layouts {','.join(map(str, settings['layouts']))}")
+    if isinstance(settings.get("captioned_styles"), str):
+        parts.append(f"--captioned-styles {settings['captioned_styles']}")
+    if isinstance(settings.get("captioned_identities"), int):
+        parts.append(f"--captioned-identities {settings['captioned_identities']}")
     return " ".join(parts)
 
 

@@ -7,6 +7,11 @@ split, pid, camid (0-based), clothes_id, modality, domain (the value the builder
 camera style domain, viewpoint, low-resolution factor, junk flag). The header records the run
 settings, the held-out domain and every camera's style domain.
 
+A ``diverse`` captioned set (``captioned_styles``) adds, per camera, the place it films (its
+moved ranges, the remaining style parameters and its :func:`~.cameras.style_distance` from the
+held-out domain's style distribution) and a ``captioned_places`` summary to the header; a run
+with the default options writes exactly what it wrote before those options existed.
+
 Split values follow the folders: ``train`` / ``query`` / ``gallery`` for Market-style folders,
 LTCC and MLR-CUHK03; ``train`` / ``val`` / ``test`` for SYSU-MM01 (the identity lists in
 ``exp/``; query and gallery are chosen at load time by the protocol); ``train`` for the caption
@@ -21,8 +26,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .attributes import ATTRIBUTE_NAMES
-from .cameras import domain_style
+from .cameras import (
+    HELD_OUT_MARGIN,
+    PLACE_SHIFT,
+    STYLE_DIMENSIONS,
+    CameraStyle,
+    DomainStyle,
+    domain_style,
+    place_bases,
+    style_distance,
+)
 from .layouts import LayoutPlan
 
 META_FILE = "synthpeds_meta.json"
@@ -47,6 +63,8 @@ def build_meta(plans: list[LayoutPlan], settings: dict[str, Any]) -> dict[str, A
                 "resolution": round(camera.resolution, 4),
                 "occlusion": camera.occlusion,
             }
+            if key in plan.places:
+                cameras[key].update(_place_record(camera, plan.places[key], plan.held_out))
         for image in plan.images:
             ident = plan.identities[image.identity]
             attributes = ident.attributes(image.outfit)
@@ -75,6 +93,7 @@ def build_meta(plans: list[LayoutPlan], settings: dict[str, Any]) -> dict[str, A
     counts: dict[str, Counter] = {}
     for record in records:
         counts.setdefault(record["dataset"], Counter())[record["split"]] += 1
+    places = _places_summary(plans, cameras)
     return {
         "generator": "hf_reid.data.synthetic",
         "version": META_VERSION,
@@ -82,8 +101,44 @@ def build_meta(plans: list[LayoutPlan], settings: dict[str, Any]) -> dict[str, A
         "attribute_names": list(ATTRIBUTE_NAMES),
         "counts": {dataset: dict(sorted(c.items())) for dataset, c in counts.items()},
         "num_images": len(records),
+        **({"captioned_places": places} if places else {}),
         "cameras": cameras,
         "images": records,
+    }
+
+
+def _place_record(camera: CameraStyle, place: DomainStyle, held_out: int | None) -> dict[str, Any]:
+    """What a ``diverse`` camera's meta entry adds: its place and where it lies."""
+    record: dict[str, Any] = {
+        "place": place.name,
+        "gamma": round(camera.gamma, 4),
+        "tint": round(camera.tint, 4),
+        "saturation": round(camera.saturation, 4),
+        "texture": camera.texture,
+        "place_ranges": {name: [round(v, 4) for v in getattr(place, name)] for name in STYLE_DIMENSIONS},
+    }
+    if held_out is not None:
+        record["held_out_distance"] = round(style_distance(camera, domain_style(held_out)), 4)
+    return record
+
+
+def _places_summary(plans: list[LayoutPlan], cameras: dict[str, dict]) -> dict[str, Any] | None:
+    """The header's ``captioned_places``: the prior the places were drawn from, and what it gave."""
+    plan = next((plan for plan in plans if plan.places), None)
+    if plan is None:
+        return None
+    bases = Counter(domain_style(plan.cameras[key].style_domain).name for key in plan.places)
+    distances = [cameras[key]["held_out_distance"] for key in plan.places]
+    return {
+        "dataset": plan.dataset,
+        "places": len(plan.places),
+        "held_out_style": domain_style(plan.held_out).name,
+        "allowed_bases": [domain_style(k).name for k in place_bases(plan.held_out)],
+        "bases": dict(sorted(bases.items())),
+        "place_shift": PLACE_SHIFT,
+        "held_out_margin": HELD_OUT_MARGIN,
+        "min_held_out_distance": min(distances),
+        "median_held_out_distance": round(float(np.median(distances)), 4),
     }
 
 

@@ -3,7 +3,8 @@
 Rows: random gallery crops of every Market-style domain; one identity across the cameras of the
 first domain; one LTCC identity in each of its outfits; SYSU-MM01 identities in visible and
 infrared cameras; MLR-CUHK03 low-resolution queries next to their full-resolution gallery
-images. Rows whose layout was not written are left out.
+images; for a ``diverse`` captioned set, one image of each of several identities, each filmed by
+its own camera at a place of its own (two rows). Rows whose layout was not written are left out.
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ def save_preview(out_dir: str | Path, path: str | Path, per_row: int = 12, seed:
             views[r["pid"]].setdefault(r["split"], r)
         groups = [[v["query"], v["gallery"]] for v in views.values() if {"query", "gallery"} <= set(v)]
         rows.append(("mlr_cuhk03: low-res query | gallery", _row_pairs(groups, per_row)))
+    if meta.get("captioned_styles") == "diverse" and "captions" in by_dataset:
+        first = {}
+        for r in by_dataset["captions"]:
+            first.setdefault(r["pid"], r)
+        people = list(first.values())
+        picked = [
+            people[i] for i in np.linspace(0, len(people) - 1, min(2 * per_row, len(people))).astype(int)
+        ]
+        rows.append(("captions (diverse): one identity per camera, each at its own place", picked[:per_row]))
+        if len(picked) > per_row:
+            rows.append(("captions (diverse), more places", picked[per_row:]))
 
     label_h = 12
     sheet = Image.new("RGB", (per_row * (width + _GAP), len(rows) * (height + _GAP + label_h)), "white")
