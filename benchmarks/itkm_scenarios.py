@@ -207,6 +207,8 @@ def main() -> None:
         gain = 100 * (np.mean(together) - np.mean(alone))
         spread = 100 * (np.std(together) + np.std(alone))
         verdict = "HOLDS" if gain > spread else "DOES NOT HOLD"
+        if len(together) < 2:
+            verdict = "no verdict from one seed (no spread)"
         print(f"{scenario} ({key}): all scenarios vs alone {gain:+.1f} mAP (spread {spread:.1f}): {verdict}")
 
 

@@ -13,9 +13,12 @@ in sessions of their own, which a kill of the launcher's process group does not 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from helpers_recipes import launch_processes, launch_two_processes
+
+from hf_reid.training.utils import DIST_TIMEOUT_ENV, _process_group_kwargs, dist_timeout_seconds
 
 DIST_TIMEOUT = 10.0
 """Seconds a rank waits in a collective in these tests."""
@@ -31,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 import hf_reid.training.checkpoint as checkpoint
 from hf_reid.training import StageRunner, create_accelerator, set_seed
+from hf_reid.training.utils import exit_if_distributed
 
 out = Path(sys.argv[1])
 where = os.environ.get("STALL", "")
@@ -74,6 +78,7 @@ runner = StageRunner(accelerator, out, ["s"], seed=0, checkpoint_every=5, progre
 runner.train_stage("s", model=model, optimizer=optimizer, dataloader=loader, compute_loss=compute_loss, epochs=2)
 (out / f"done{rank}").write_text("ok")
 accelerator.end_training()
+exit_if_distributed()
 """
 
 
@@ -132,3 +137,26 @@ def test_a_launch_that_outlives_its_timeout_is_killed_whole(script, tmp_path):
     assert time.monotonic() - started < 60 + SLACK
     assert (tmp_path / "stalled_at").is_file()  # it did stall, not fail to start
     assert launch_processes(marker) == []
+
+
+def test_the_collective_timeout_comes_from_the_argument_the_environment_or_the_default(monkeypatch):
+    monkeypatch.delenv(DIST_TIMEOUT_ENV, raising=False)
+    assert dist_timeout_seconds() == 1800
+    monkeypatch.setenv(DIST_TIMEOUT_ENV, " 25 ")
+    assert dist_timeout_seconds() == 25 and dist_timeout_seconds(7) == 7
+    for bad, message in [
+        ("0", "a positive"),
+        ("-3", "a positive"),
+        ("nan", "a positive"),
+        ("soon", "a number"),
+    ]:
+        monkeypatch.setenv(DIST_TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=rf"\$HF_REID_DIST_TIMEOUT must be {message}"):
+            dist_timeout_seconds()
+    with pytest.raises(ValueError, match="dist_timeout must be a positive"):
+        dist_timeout_seconds(0)
+    # Accelerate passes on only what differs from its defaults (600 s): 600 s must still arrive
+    assert _process_group_kwargs(30).to_kwargs() == {"timeout": timedelta(seconds=30)}
+    assert abs(_process_group_kwargs(600).to_kwargs()["timeout"] - timedelta(seconds=600)) < timedelta(
+        seconds=1
+    )

@@ -78,6 +78,9 @@ PROBE = textwrap.dedent(
     )
     out = Path(sys.argv[sys.argv.index("--output_dir") + 1]) / f"probe_rank{{state.process_index}}.json"
     out.write_text(json.dumps(record))
+    from hf_reid.training.utils import exit_if_distributed
+
+    exit_if_distributed()  # as recipe_cli does: no interpreter teardown around gloo's threads
     """
 )
 

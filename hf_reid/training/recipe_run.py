@@ -53,7 +53,7 @@ from .reid_data import (
     prepare_synthpeds,
     validate_data_args,
 )
-from .utils import create_accelerator, set_seed, setup_logging, sync_buffers
+from .utils import create_accelerator, exit_if_distributed, set_seed, setup_logging, sync_buffers
 
 __all__ = [
     "CACHE_DIR",
@@ -530,3 +530,4 @@ def recipe_cli(main: Callable[[], Any]) -> None:
         main()
     except ConfigError as error:
         sys.exit(f"{Path(sys.argv[0]).name}: error: {error}")
+    exit_if_distributed()  # several processes: leave without the teardown that raced (issue #16)

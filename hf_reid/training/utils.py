@@ -2,20 +2,25 @@
 all-gather for metric learning across processes.
 
 Multi-process runs: every collective (barrier, gather, broadcast) waits at most
-``$HF_REID_DIST_TIMEOUT`` seconds (default 1800) for the other processes.
-A process that fails, stalls or leaves early then ends the launch with an error naming the
-collective instead of leaving the others asleep in it: the waiting process raises, and the
-launcher (``accelerate launch`` / ``torchrun``) stops the rest. Raise it for steps that one
-process does alone for long while the others wait (generating a large SynthPeds, evaluating a
-very large gallery).
+``$HF_REID_DIST_TIMEOUT`` seconds (default 1800) for the other processes. A process that fails,
+stalls or leaves early then ends the launch with an error naming the collective instead of
+leaving the others asleep in it: the waiting process raises, and the launcher (``accelerate
+launch`` / ``torchrun``) stops the rest. Raise it for steps that one process does alone for long
+while the others wait (generating a large SynthPeds, evaluating a very large gallery). They end
+with :func:`exit_if_distributed` (the recipes' command line does it): a DDP model keeps gloo's
+threads and sockets alive after ``destroy_process_group``, and tearing the interpreter down
+around them races with the other processes leaving (a process aborted, ``terminate called
+without an active exception``, or hung there).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
 import sys
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ __all__ = [
     "DIST_TIMEOUT_ENV",
     "create_accelerator",
     "dist_timeout_seconds",
+    "exit_if_distributed",
     "gather_with_grad",
     "set_seed",
     "setup_logging",
@@ -125,6 +131,30 @@ def create_accelerator(
     if log_with:
         accelerator.init_trackers(project_name, config=tracker_config)
     return accelerator
+
+
+def exit_if_distributed(status: int = 0) -> None:
+    """In a process of a multi-process run: end the process now with ``status``; elsewhere
+    (one process, or no Accelerator made): return.
+
+    Ending means running the ``atexit`` handlers (loggers and trackers flush), flushing the
+    standard streams and ``os._exit(status)``, without the interpreter's teardown. That teardown
+    is where multi-process runs used to end badly: a DDP model keeps the process group's
+    backend alive after ``destroy_process_group`` (gloo: its worker and socket threads), and
+    destroying the interpreter around those threads while the other processes leave, closing
+    their sockets, now and then aborted a process (``terminate called without an active
+    exception``) or left it asleep with its port open after the others had gone. Call it last,
+    once the run's files are written (``RecipeRun.finish`` has ended the Accelerator).
+    """
+    from accelerate.state import PartialState, is_initialized
+
+    if not is_initialized() or PartialState().num_processes <= 1:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed or broken stream: nothing more to write
+            stream.flush()
+    os._exit(status)
 
 
 def setup_logging(
