@@ -457,6 +457,9 @@ weights = accelerator.unwrap_model(model).state_dict()
 digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in weights.values())).hexdigest()
 record = {"weights": digest, "calls": calls[0], "rng": torch.rand(1).item()}
 (__import__("pathlib").Path(out) / f"rank{accelerator.process_index}.json").write_text(json.dumps(record))
+from hf_reid.training.utils import exit_if_distributed
+
+exit_if_distributed()  # as recipe_cli does: no interpreter teardown around gloo's threads
 """
 
 

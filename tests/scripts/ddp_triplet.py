@@ -168,4 +168,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from hf_reid.training.utils import exit_if_distributed
+
     main()
+    exit_if_distributed()  # as recipe_cli does: no interpreter teardown around gloo's threads
