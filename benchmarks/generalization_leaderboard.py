@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import clip_fgdi_generalization as fgdi_benchmark  # noqa: E402
 import retext_generalization as retext_benchmark  # noqa: E402
-from recipe_runs import RecipeRun, cell, run_folder, run_recipes  # noqa: E402
+from recipe_runs import RESULT_FILES, RecipeRun, archive_folder, cell, run_folder, run_recipes  # noqa: E402
 
 from hf_reid.data.synthetic import CAPTIONED_STYLES, get_preset  # noqa: E402
 from hf_reid.training import display_name, load_config, prepare_synthpeds  # noqa: E402
@@ -191,7 +191,12 @@ def data_overrides(cfg, variant: str, identities: int) -> list[str]:
 
 
 def _done(folder: Path) -> bool:
-    return (folder / "eval_results.json").is_file() and (folder / "train_results.json").is_file()
+    """Finished here, or archived by an earlier run (``benchmarks/results``, see recipe_runs)."""
+    archived = archive_folder(folder)
+    return any(
+        place is not None and all((place / name).is_file() for name in RESULT_FILES)
+        for place in (folder, archived)
+    )
 
 
 def plan_leaderboard(

@@ -1,5 +1,12 @@
-"""Helpers the recipe benchmarks share: run recipes in subprocesses (several at once if asked) and
-format mean ± std cells."""
+"""Helpers the recipe benchmarks share: run recipes in subprocesses (several at once if asked),
+keep their results, and format mean ± std cells.
+
+A finished run's ``eval_results.json`` and ``train_results.json`` (a few KB) are also copied into
+``benchmarks/results/`` (tracked by git), under the run folder's path below ``runs/``, with
+``run.json`` (the command and the commit it ran at). A run folder that is gone (a fresh checkout,
+another machine) is then not trained again: its results are read from the archive. Delete the
+archived folder to run it again (after a change that affects it).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+ARCHIVE = ROOT / "benchmarks" / "results"
+RESULT_FILES = ("eval_results.json", "train_results.json")
 logger = logging.getLogger("benchmarks")
 
 
@@ -39,6 +48,10 @@ def run_recipe(
     A run whose results already exist in ``output_dir`` is not repeated; ``threads`` caps the
     subprocess's intra-op threads (for runs that share the machine)."""
     results_file, train_file = output_dir / "eval_results.json", output_dir / "train_results.json"
+    archived = archive_folder(output_dir)
+    finished = results_file.is_file() and train_file.is_file()
+    if not finished and archived is not None and all((archived / name).is_file() for name in RESULT_FILES):
+        return tuple(json.loads((archived / name).read_text()) for name in RESULT_FILES)
     if not (results_file.is_file() and train_file.is_file()):
         command = [
             sys.executable,
@@ -61,7 +74,32 @@ def run_recipe(
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
         logger.warning("  %s: %.0f s", output_dir.name, time.perf_counter() - start)
+        if archived is not None:
+            archive_results(output_dir, archived, command)
     return json.loads(results_file.read_text()), json.loads(train_file.read_text())
+
+
+def archive_folder(output_dir: Path) -> Path | None:
+    """Where a run folder's results are archived: its path below ``ROOT/runs`` under
+    ``benchmarks/results``; ``None`` for a folder outside ``runs/`` (not archived)."""
+    try:
+        relative = output_dir.resolve().relative_to((ROOT / "runs").resolve())
+    except ValueError:
+        return None
+    return ARCHIVE / relative
+
+
+def archive_results(output_dir: Path, archived: Path, command: list[str]) -> None:
+    """Copy a finished run's result files into the archive, with the command and commit."""
+    archived.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        (archived / name).write_text((output_dir / name).read_text())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    arguments = [
+        str(Path(part).relative_to(ROOT)) if part.startswith(str(ROOT)) else part for part in command[1:]
+    ]
+    run = {"command": ["python", *arguments], "commit": commit.stdout.strip() or None}
+    (archived / "run.json").write_text(json.dumps(run, indent=1) + "\n")
 
 
 def run_recipes(runs: list[RecipeRun], jobs: int = 1) -> list[tuple[dict, dict]]:

@@ -1,8 +1,9 @@
 """compute_distance_matrix, average_query_expansion (fast-reid's aqe fixture) and GalleryIndex
-(torch and faiss backends against brute force)."""
+(exact backends against brute force, approximate IVF / HNSW against exact, save / load)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import faiss  # noqa: F401  (the faiss backend is tested, not skipped: faiss-cpu is a dev dependency)
@@ -10,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from hf_reid.metrics import GalleryIndex, average_query_expansion, compute_distance_matrix
+from hf_reid.metrics import (
+    GalleryIndex,
+    HNSWParams,
+    IVFParams,
+    average_query_expansion,
+    compute_distance_matrix,
+)
 
 AQE_FIXTURE = Path(__file__).parent / "fixtures" / "metrics" / "aqe_reference.npz"
 
@@ -133,3 +140,207 @@ def test_gallery_index_bad_input(features):
         index.lookup([0])
     with pytest.raises(ValueError, match="ids"):
         GalleryIndex(g, ids=["a"])
+
+
+# --------------------------------------------------------------------------- approximate backends, save / load
+
+
+def clustered(identities: int = 60, views: int = 10, dim: int = 32, seed: int = 0):
+    """Re-ID-like toy embeddings: ``identities`` centres with ``views`` noisy views each, plus one
+    fresh view per identity as the queries."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((identities, dim)).astype(np.float32)
+    gallery = np.repeat(centres, views, axis=0) + 0.35 * rng.standard_normal((identities * views, dim))
+    queries = centres + 0.35 * rng.standard_normal((identities, dim))
+    return gallery.astype(np.float32), queries.astype(np.float32)
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return sum(len(np.intersect1d(f, e)) for f, e in zip(found, exact, strict=True)) / exact.size
+
+
+APPROXIMATE = [
+    ("ivf", IVFParams(nlist=8, nprobe=3)),
+    ("ivf", IVFParams(nlist=8, nprobe=3, encoding="sq8")),
+    ("hnsw", HNSWParams(m=8, ef_search=64)),
+]
+
+
+@pytest.mark.parametrize(("backend", "params"), APPROXIMATE)
+def test_approximate_backends_find_the_exact_neighbours(backend, params):
+    g, q = clustered()
+    ids = [f"person{i // 10:03d}_view{i % 10}.jpg" for i in range(len(g))]
+    _, exact = GalleryIndex(g, metric="cosine").search(q, top_k=10)
+    index = GalleryIndex(g, ids=ids, metric="cosine", backend=backend, params=params)
+    assert index.approximate and len(index) == len(g) and index.params == params
+    distances, found = index.search(q, top_k=10)
+    assert found.shape == (len(q), 10) and found.dtype == np.int64
+    assert recall(found, exact) >= 0.95
+    # The returned distances are the cosine distances of the returned entries, nearest first.
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    gn = g / np.linalg.norm(g, axis=1, keepdims=True)
+    true = 1.0 - np.einsum("qd,qkd->qk", qn, gn[found])
+    np.testing.assert_allclose(distances, true, atol=0.02 if params == APPROXIMATE[1][1] else 1e-4)
+    assert np.all(np.diff(distances, axis=1) >= -1e-6)
+    # ids follow gallery positions: query i's nearest entries are views of person i.
+    names = index.lookup(found)
+    assert names[5, 0] == ids[found[5, 0]]
+    assert np.mean([name.startswith(f"person{i:03d}") for i, row in enumerate(names) for name in row]) > 0.95
+
+
+def test_ivf_scanning_every_cell_is_exact_and_deterministic():
+    g, q = clustered(dim=16)
+    for metric in ("cosine", "euclidean", "sqeuclidean"):
+        exact_d, exact_i = GalleryIndex(g, metric=metric).search(q, top_k=7)
+        index = GalleryIndex(g, metric=metric, backend="ivf", params=IVFParams(nlist=8, nprobe=2))
+        d, i = index.search(q, top_k=7, nprobe=8)  # per-call override: every cell
+        np.testing.assert_array_equal(i, exact_i)
+        np.testing.assert_allclose(d, exact_d, rtol=1e-4, atol=1e-4)
+        again = GalleryIndex(g, metric=metric, backend="ivf", params=IVFParams(nlist=8, nprobe=2))
+        np.testing.assert_array_equal(again.search(q, top_k=7)[1], index.search(q, top_k=7)[1])
+    # Fewer cells scanned than needed for top_k: rows are padded with -1 / inf, lookup gives None.
+    small = GalleryIndex(g, ids=list(range(len(g))), backend="ivf", params=IVFParams(nlist=8, nprobe=1))
+    d, i = small.search(q, top_k=300)
+    assert (i == -1).any() and np.all(np.isinf(d[i == -1])) and np.all(np.isfinite(d[i >= 0]))
+    assert small.lookup(i)[i == -1].tolist() == [None] * int((i == -1).sum())
+
+
+def test_faiss_backends_leave_the_callers_array_alone():
+    g, _ = clustered(identities=20)
+    original = g.copy()
+    for backend in ("faiss", "ivf", "hnsw"):
+        GalleryIndex(g, backend=backend)
+        np.testing.assert_array_equal(g, original)
+
+
+def test_torch_gallery_chunks_merge_exactly():
+    g, q = clustered(identities=30, dim=16)
+    for metric in ("cosine", "euclidean"):
+        whole_d, whole_i = GalleryIndex(g, metric=metric).search(q, top_k=12)
+        chunked = GalleryIndex(g, metric=metric, chunk_size=7, gallery_chunk_size=37)
+        d, i = chunked.search(q, top_k=12)
+        np.testing.assert_array_equal(i, whole_i)
+        np.testing.assert_allclose(d, whole_d, rtol=1e-6, atol=1e-6)
+    # Exact ties in different gallery chunks (small integers: every distance is exact whatever the
+    # block shapes): the lower gallery index comes first, as in one block.
+    rng = np.random.default_rng(1)
+    ints = rng.integers(-3, 4, (300, 8)).astype(np.float32)
+    ints[[3, 150, 299]] = ints[0]
+    ints[[40, 41, 260]] = ints[7]
+    expected = np.argsort(brute_force(ints[:10], ints, "sqeuclidean"), axis=1, kind="stable")[:, :12]
+    for metric in ("sqeuclidean", "euclidean"):
+        chunked = GalleryIndex(ints, metric=metric, chunk_size=3, gallery_chunk_size=37)
+        _, i = chunked.search(ints[:10], top_k=12)
+        np.testing.assert_array_equal(i, expected)
+        assert i[0, :4].tolist() == [0, 3, 150, 299] and i[7, :4].tolist() == [7, 40, 41, 260]
+
+
+def test_nbytes_states_the_index_size():
+    g, _ = clustered()
+    size, dim = g.shape
+    assert GalleryIndex(g).nbytes == size * dim * 4
+    assert GalleryIndex(g, metric="euclidean").nbytes == size * (dim + 1) * 4
+    assert GalleryIndex(g, backend="faiss").nbytes == size * dim * 4
+    flat = GalleryIndex(g, backend="ivf", params=IVFParams(nlist=8)).nbytes
+    sq8 = GalleryIndex(g, backend="ivf", params=IVFParams(nlist=8, encoding="sq8")).nbytes
+    assert flat == 8 * dim * 4 + size * (dim * 4 + 8)
+    assert sq8 < flat / 2
+    assert GalleryIndex(g, backend="hnsw", params=HNSWParams(m=8)).nbytes > size * dim * 4
+
+
+ROUND_TRIP = [
+    ("torch", None, "cosine"),
+    ("torch", None, "euclidean"),
+    ("faiss", None, "sqeuclidean"),
+    ("ivf", IVFParams(nlist=8, nprobe=2), "cosine"),
+    ("ivf", IVFParams(nlist=8, encoding="sq8"), "euclidean"),
+    ("hnsw", HNSWParams(m=8, ef_search=20), "cosine"),
+]
+
+
+@pytest.mark.parametrize(("backend", "params", "metric"), ROUND_TRIP)
+def test_save_load_round_trip(tmp_path, backend, params, metric):
+    g, q = clustered()
+    ids = [f"img_{i}.jpg" if i % 2 else i for i in range(len(g))]
+    index = GalleryIndex(g, ids=ids, metric=metric, backend=backend, params=params, chunk_size=9)
+    d, i = index.search(q, top_k=10)
+    folder = index.save(tmp_path / "index")
+    loaded = GalleryIndex.load(folder)
+    assert (loaded.backend, loaded.metric, loaded.params, loaded.dim, len(loaded), loaded.chunk_size) == (
+        backend,
+        metric,
+        params,
+        g.shape[1],
+        len(g),
+        9,
+    )
+    assert loaded.nbytes == index.nbytes
+    assert loaded.ids.tolist() == ids
+    d2, i2 = loaded.search(q, top_k=10)
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_array_equal(d2, d)
+    # The loaded index keeps growing like the original.
+    index.add(q, ids=["q"] * len(q))
+    loaded.add(q, ids=["q"] * len(q))
+    np.testing.assert_array_equal(loaded.search(q, top_k=3)[1], index.search(q, top_k=3)[1])
+
+
+@pytest.mark.parametrize("backend", ["torch", "ivf"])
+def test_load_names_the_missing_or_corrupt_file(tmp_path, backend):
+    g, _ = clustered(identities=20)
+    folder = GalleryIndex(g, backend=backend).save(tmp_path / "index")
+    data = folder / ("embeddings.safetensors" if backend == "torch" else "index.faiss")
+    content = data.read_bytes()
+
+    data.write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=rf"{data.name} has \d+ bytes .* truncated"):
+        GalleryIndex.load(folder)
+    data.write_bytes(b"\x07" * len(content))  # same size, garbage
+    with pytest.raises(ValueError, match=rf"{data.name} is not a readable"):
+        GalleryIndex.load(folder)
+    data.unlink()
+    with pytest.raises(FileNotFoundError, match=data.name):
+        GalleryIndex.load(folder)
+
+    data.write_bytes(content)
+    meta_file = folder / "gallery_index.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "count": meta["count"] + 1, "ids": None}))
+    with pytest.raises(ValueError, match=rf"{data.name}.*\b{meta['count'] + 1}\b"):
+        GalleryIndex.load(folder)
+    meta_file.write_text("{not json")
+    with pytest.raises(ValueError, match=r"gallery_index\.json is not valid JSON"):
+        GalleryIndex.load(folder)
+    meta_file.unlink()
+    with pytest.raises(FileNotFoundError, match=r"gallery_index\.json"):
+        GalleryIndex.load(folder)
+
+
+def test_bad_parameters_are_named(tmp_path):
+    g, q = clustered(identities=10)
+    with pytest.raises(ValueError, match="`nprobe`"):
+        IVFParams(nprobe=0)
+    with pytest.raises(ValueError, match="`nlist`"):
+        IVFParams(nlist=True)
+    with pytest.raises(ValueError, match="encoding"):
+        IVFParams(encoding="pq")
+    with pytest.raises(ValueError, match="`train_size`"):
+        IVFParams(nlist=64, train_size=10)
+    with pytest.raises(ValueError, match="`m`"):
+        HNSWParams(m=1)
+    with pytest.raises(ValueError, match="`ef_search`"):
+        HNSWParams(ef_search=0)
+    with pytest.raises(TypeError, match="IVFParams"):
+        GalleryIndex(g, backend="ivf", params=HNSWParams())
+    with pytest.raises(TypeError, match="exact"):
+        GalleryIndex(g, backend="faiss", params=IVFParams())
+    with pytest.raises(ValueError, match="nlist=512"):
+        GalleryIndex(g, backend="ivf", params=IVFParams(nlist=512))
+    with pytest.raises(ValueError, match="`nprobe` applies to backend='ivf'"):
+        GalleryIndex(g).search(q, nprobe=4)
+    with pytest.raises(ValueError, match="`ef_search`"):
+        GalleryIndex(g, backend="hnsw").search(q, ef_search=0)
+    with pytest.raises(ValueError, match="gallery_chunk_size"):
+        GalleryIndex(g, gallery_chunk_size=0)
+    with pytest.raises(TypeError, match="id 1 is a PosixPath"):
+        GalleryIndex(g[:2], ids=["a", Path("b.jpg")]).save(tmp_path / "index")

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-import hf_reid.training.checkpoint as checkpoint
+import hf_reid.training.checkpoint.save_load as checkpoint
 from hf_reid.training import StageRunner, create_accelerator, set_seed
 from hf_reid.training.utils import exit_if_distributed
 

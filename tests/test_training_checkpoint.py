@@ -31,7 +31,7 @@ from hf_reid.training import (
     save_checkpoint,
     set_seed,
 )
-from hf_reid.training import checkpoint as checkpoint_module
+from hf_reid.training.checkpoint import save_load as checkpoint_module
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 

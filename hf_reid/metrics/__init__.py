@@ -16,7 +16,7 @@ from .distance import compute_distance_matrix
 from .query_expansion import average_query_expansion
 from .rank import RankResult, evaluate_rank
 from .rerank import re_ranking, re_ranking_features
-from .retrieval import GalleryIndex
+from .retrieval import GalleryIndex, HNSWParams, IVFParams
 
 if TYPE_CHECKING:
     from .evaluate_metric import ReidMetric
@@ -41,6 +41,8 @@ def load_reid_metric(config_name: str | None = None, **kwargs: Any):
 __all__ = [
     "REID_METRIC",
     "GalleryIndex",
+    "HNSWParams",
+    "IVFParams",
     "RankResult",
     "ReidMetric",
     "average_query_expansion",
