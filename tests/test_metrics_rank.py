@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hf_reid.metrics import RankResult, evaluate_rank
+from hf_reid.metrics.rank_reference import rank_by_sorting
 
 FIXTURE = Path(__file__).parent / "fixtures" / "metrics" / "rank_reference.npz"
 
@@ -23,23 +24,6 @@ def cases() -> dict[str, dict[str, np.ndarray]]:
         case, field = key.split("__")
         out.setdefault(case, {})[field] = data[key]
     return out
-
-
-def naive_rank(distmat, q_pids, g_pids, junk, max_rank):
-    """Sort-based evaluation written from the protocol's definition (stable order by index)."""
-    hits = np.zeros(max_rank)
-    aps, inps = [], []
-    for i in range(distmat.shape[0]):
-        order = np.lexsort((np.arange(distmat.shape[1]), distmat[i]))
-        good = (g_pids[order] == q_pids[i])[~junk[i][order]]
-        if not good.any():
-            continue
-        positions = np.flatnonzero(good) + 1
-        aps.append(np.mean(np.arange(1, len(positions) + 1) / positions))
-        inps.append(len(positions) / positions[-1])
-        if positions[0] <= max_rank:
-            hits[positions[0] - 1 :] += 1
-    return hits / len(aps), float(np.mean(aps)), float(np.mean(inps)), len(aps)
 
 
 def random_case(seed, num_query=25, num_gallery=120, num_ids=12, num_cams=3, decimals=None):
@@ -102,7 +86,7 @@ def test_gallery_shorter_than_max_rank(cases):
 def test_ties_follow_gallery_index_and_do_not_depend_on_chunks_or_types():
     dist, q_pids, g_pids, q_cams, g_cams = random_case(0, decimals=1)
     junk = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])
-    cmc, mean_ap, mean_inp, valid = naive_rank(dist, q_pids, g_pids, junk, 20)
+    cmc, mean_ap, mean_inp, valid = rank_by_sorting(dist, q_pids, g_pids, junk, 20)
     outputs = [
         evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 20, chunk_size=chunk) for chunk in (None, 1, 7)
     ]
@@ -116,6 +100,43 @@ def test_ties_follow_gallery_index_and_do_not_depend_on_chunks_or_types():
         assert result.mAP == pytest.approx(mean_ap, abs=1e-12)
         assert result.mINP == pytest.approx(mean_inp, abs=1e-12)
         assert result.num_valid_queries == valid
+
+
+@pytest.mark.parametrize("cells", [1, 2, 3, 17, 4096])
+def test_lookup_table_kernel_is_exact_with_ties_junk_and_parallel_chunks(monkeypatch, cells):
+    # Few cells put many entries in cells holding a positive (decided by direct comparison), many
+    # cells put almost none there; heavy ties test the (distance, index) order either way. Two
+    # workers share the chunks (forced even for this small problem).
+    import hf_reid.metrics._threads as threads_module
+    import hf_reid.metrics.rank as rank_module
+
+    monkeypatch.setattr(rank_module, "_CELLS", cells)
+    monkeypatch.setattr(threads_module, "MIN_PARALLEL_WORK", 1)
+    for seed, decimals in ((1, 1), (2, 2), (3, None)):
+        dist, q_pids, g_pids, q_cams, g_cams = random_case(seed, 40, 300, 8, 3, decimals)
+        dist[:, ::7] = dist[:, :1]  # many exact ties with the first column in every row
+        junk = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])
+        cmc, mean_ap, mean_inp, valid = rank_by_sorting(dist, q_pids, g_pids, junk, 50)
+        with threads_module.torch_threads(2):
+            result = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 50, chunk_size=3)
+        np.testing.assert_allclose(result.cmc, cmc, atol=1e-12)
+        assert result.mAP == pytest.approx(mean_ap, abs=1e-12)
+        assert result.mINP == pytest.approx(mean_inp, abs=1e-12)
+        assert result.num_valid_queries == valid
+
+
+def test_lookup_table_kernel_with_extreme_and_negative_distances():
+    # Distances spanning float32's range (scaled cells overflow to inf) and signed values.
+    rng = np.random.default_rng(4)
+    dist = (rng.standard_normal((20, 200)) * 10.0 ** rng.integers(-30, 30, (20, 200))).astype(np.float32)
+    q_pids, g_pids = rng.integers(0, 5, 20), rng.integers(0, 5, 200)
+    q_cams, g_cams = rng.integers(0, 2, 20), rng.integers(0, 2, 200)
+    junk = (q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :])
+    cmc, mean_ap, mean_inp, _ = rank_by_sorting(dist, q_pids, g_pids, junk, 50)
+    result = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, 50)
+    np.testing.assert_allclose(result.cmc, cmc, atol=1e-12)
+    assert result.mAP == pytest.approx(mean_ap, abs=1e-12)
+    assert result.mINP == pytest.approx(mean_inp, abs=1e-12)
 
 
 def test_equal_distances_rank_lower_gallery_index_first():
@@ -134,7 +155,7 @@ def test_clothes_changing_also_excludes_same_clothes():
     q_clothes, g_clothes = rng.integers(0, 3, len(q_pids)), rng.integers(0, 3, len(g_pids))
     same_pid = q_pids[:, None] == g_pids[None, :]
     junk = same_pid & ((q_cams[:, None] == g_cams[None, :]) | (q_clothes[:, None] == g_clothes[None, :]))
-    cmc, mean_ap, mean_inp, valid = naive_rank(dist, q_pids, g_pids, junk, 10)
+    cmc, mean_ap, mean_inp, valid = rank_by_sorting(dist, q_pids, g_pids, junk, 10)
     result = evaluate_rank(
         dist,
         q_pids,

@@ -114,3 +114,37 @@ def test_bad_features(ref):
         re_ranking_features(np.where(np.eye(*q.shape) > 0, np.nan, q).astype(np.float32), g)
     with pytest.raises(ValueError, match="Unknown distance metric"):
         re_ranking_features(q, g, metric="manhattan")
+
+
+@pytest.mark.parametrize("margin", [0, 8])
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+def test_symmetric_pass_equals_the_row_by_row_pass_with_tied_neighbours(monkeypatch, margin, metric):
+    # Every feature appears three times, so neighbour lists are full of exact ties; without a
+    # margin the k-th candidate always ties with the last one and every row takes the exact
+    # row-by-row fallback. Strips of 7 rows and two workers exercise the merging.
+    import hf_reid.metrics._threads as threads_module
+
+    monkeypatch.setattr(threads_module, "MIN_PARALLEL_WORK", 1)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((30, 8)).astype(np.float32)
+    feats = np.repeat(base, 3, axis=0)[rng.permutation(90)]
+    q, g = feats[:20], feats[20:]
+
+    def row_by_row(source, col_max, knn, chunk_size, exact_rows):
+        for start in range(0, source.num_all, 7):
+            exact_rows((start, min(start + 7, source.num_all)))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rerank_module, "_symmetric_neighbours", row_by_row)
+        expected = re_ranking_features(q, g, 10, 3, metric=metric)
+    monkeypatch.setattr(rerank_module, "_SELECT_MARGIN", margin)
+    with threads_module.torch_threads(2):
+        out = re_ranking_features(q, g, 10, 3, metric=metric, chunk_size=7)
+    np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+
+
+def test_symmetric_pass_reports_overflow():
+    q = np.full((3, 4), 3e38, dtype=np.float32)
+    g = -np.full((5, 4), 3e38, dtype=np.float32)
+    with pytest.raises(ValueError, match="overflow"):
+        re_ranking_features(q, g)

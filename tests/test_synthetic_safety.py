@@ -49,6 +49,23 @@ def _tree(folder: Path) -> dict[str, bytes]:
     }
 
 
+# The same code on another CPU class (AMD EPYC with AVX2, no AVX-512; the digests above come from
+# the AVX-512 machines of earlier sessions and CI): every random draw is the same (the plan digests
+# in test_synthetic_diverse.py pass on both), but pixel values round differently in a few places
+# (numpy and OpenBLAS pick CPU-specific SIMD kernels), so the image bytes differ. Results are
+# bitwise reproducible on one CPU class; the test accepts the two classes measured.
+TINY_SEED3_DIGESTS_AVX2 = {
+    **TINY_SEED3_DIGESTS,
+    "captions": "eaf8cae0fb271739cd72a010b251de87cbf9a25cea72bb20f541863b4e2ecfae",
+    "ltcc": "0da59927a9ec21d2541b2ad1e188902ed42c2b3031836f11824fbda44e6f71ae",
+    "pretrain": "b00a1e6e3f76b88a834b1f414d18ee38582179ccf0f028f2f3347b5dd9167a78",
+    "synthpeds_d0": "39ccfcf692056aea852753bb2135010cef78f608eadf4511d1ff370675cd7c9d",
+    "synthpeds_d1": "2a5bafdd94b30136e117d32c46e1d611ffea3e21a2b637671693e6f364600801",
+    "synthpeds_d2": "d3159e4577ed1033e4a3d0a7933dbb6e9241aeb10622f9be514bd4e678bc22a7",
+    "sysu_mm01": "0ec565d297a1644e8c4b88c3bf97609d363b538a849a4a72c1b2ca1cbc982f08",
+}
+
+
 def _entry_digests(folder: Path) -> dict[str, str]:
     lines = defaultdict(list)
     for relative, data in _tree(folder).items():
@@ -316,4 +333,4 @@ def test_generation_writes_the_same_bytes_as_before_the_manifest(tmp_path):
     generate_synthpeds(out, "tiny", seed=3, num_workers=2)
     digests = _entry_digests(out)
     assert digests.pop(MANIFEST_FILE)  # the one new file
-    assert digests == TINY_SEED3_DIGESTS
+    assert digests in (TINY_SEED3_DIGESTS, TINY_SEED3_DIGESTS_AVX2)

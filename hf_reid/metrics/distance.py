@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ._inputs import ArrayLike, float_matrix, resolve_device
+from ._threads import num_workers, parallel_map, single_threaded
 
 __all__ = ["METRICS", "compute_distance_matrix"]
 
@@ -86,16 +87,24 @@ def compute_distance_matrix(
     dtype = torch.promote_types(query.dtype, gallery.dtype)
     query, gallery = query.to(dtype), gallery.to(dtype)
     num_query, num_gallery = query.shape[0], gallery.shape[0]
-    if chunk_size is None:
-        chunk_size = max(1, _CHUNK_ELEMENTS // num_gallery)
+    if chunk_size is None:  # at least 8 blocks, to balance the workers
+        chunk_size = max(1, min(_CHUNK_ELEMENTS // num_gallery, -(-num_query // 8)))
     elif chunk_size < 1:
         raise ValueError(f"`chunk_size` must be positive, got {chunk_size}.")
 
     gallery, gallery_sq = prepare_features(gallery, metric)
     out = torch.empty((num_query, num_gallery), dtype=dtype, device=device)
-    for start in range(0, num_query, chunk_size):
+
+    def fill(start: int) -> None:
         block, block_sq = prepare_features(query[start : start + chunk_size], metric)
         out[start : start + chunk_size] = pairwise_block(block, block_sq, gallery, gallery_sq, metric)
+
+    # Row blocks go to a few single-threaded workers (see _threads.py): no per-operation thread
+    # synchronisation, so the speed degrades gracefully when other processes share the CPUs.
+    starts = range(0, num_query, chunk_size)
+    workers = num_workers(num_query * num_gallery * max(1, query.shape[1] // 8), len(starts), device)
+    with single_threaded(device):
+        parallel_map(fill, starts, workers)
     if isinstance(q, np.ndarray) and isinstance(g, np.ndarray):
         return out.cpu().numpy()
     return out

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ._inputs import ArrayLike, check_all_finite, float_matrix, int_vector, resolve_device
-from ._threads import single_threaded
+from ._threads import num_workers, parallel_map, single_threaded
 
 logger = logging.getLogger(__name__)
 
@@ -171,51 +171,74 @@ def evaluate_rank(
         raise ValueError(f"`chunk_size` must be positive, got {chunk_size}.")
 
     g_label = torch.unique(g_pid, return_inverse=True)[1] if single_gallery_shot else None
+    # Gallery indices grouped by identity (ascending within a group): the few same-pid entries of
+    # a query are looked up here instead of comparing its pid with the whole gallery.
+    g_order = torch.argsort(g_pid, stable=True)
+    groups = _Groups(g_pid[g_order], g_order)
+
+    def rank_chunk(bounds: tuple[int, int]) -> tuple[torch.Tensor, float, float, int]:
+        start, stop = bounds
+        d = dist[start:stop].to(device).contiguous()
+        if d.dtype in (torch.float16, torch.bfloat16):
+            d = d.float()
+        low, high = torch.aminmax(d)  # NaN propagates; one cheap pass instead of isfinite
+        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+            check_all_finite(d, "distmat", row_offset=start)
+        rows, cols = groups.same_pid_entries(q_pid[start:stop])
+        junk = torch.zeros(rows.shape[0], dtype=torch.bool, device=device)
+        if q_cam is not None:
+            junk |= q_cam[start:stop][rows] == g_cam[cols]
+        if q_cloth is not None:
+            junk |= q_cloth[start:stop][rows] == g_cloth[cols]
+        positive = ~junk
+        num_pos = torch.bincount(rows[positive], minlength=stop - start)
+        valid = num_pos > 0
+        query_index = torch.arange(start, stop, device=device)
+        if not bool(valid.all()):
+            keep = valid[rows]
+            new_row = torch.cumsum(valid, 0) - 1
+            rows, cols, positive, junk = new_row[rows[keep]], cols[keep], positive[keep], junk[keep]
+            d, num_pos, query_index = d[valid], num_pos[valid], query_index[valid]
+        counts = torch.zeros(max_rank + 1, dtype=torch.float64, device=device)
+        if d.shape[0] == 0:
+            return counts, 0.0, 0.0, 0
+        ranks = _positive_ranks(d, rows, cols, positive, num_pos)
+
+        pos_range = torch.arange(1, ranks.shape[1] + 1, device=device, dtype=torch.float64)
+        in_list = pos_range[None, :] <= num_pos[:, None]
+        precision = torch.where(in_list, pos_range[None, :] / ranks, 0.0)
+        chunk_ap = float((precision.sum(dim=1) / num_pos).sum())
+        last = ranks.gather(1, (num_pos - 1)[:, None]).squeeze(1)
+        chunk_inp = float((num_pos / last).sum())
+
+        if single_gallery_shot:
+            same_pid, positive_mask, junk_mask = _dense_masks(d.shape, rows, cols, positive, junk)
+            first = _single_shot_first_ranks(
+                d, same_pid, positive_mask, junk_mask, g_label, query_index, seed
+            )
+            weight = 1.0 / NUM_SINGLE_SHOT_REPEATS
+        else:
+            first = ranks[:, 0].long()
+            weight = 1.0
+        counts += weight * torch.bincount(first.clamp(max=max_rank + 1) - 1, minlength=max_rank + 1).to(
+            torch.float64
+        )
+        return counts, chunk_ap, chunk_inp, d.shape[0]
+
+    chunks = [(start, min(start + chunk_size, num_query)) for start in range(0, num_query, chunk_size)]
+    workers = num_workers(num_query * num_gallery, len(chunks), device)
     first_rank_counts = torch.zeros(max_rank + 1, dtype=torch.float64, device=device)
     sum_ap = sum_inp = 0.0
     num_valid = 0
-    with single_threaded(device):  # see _threads.py: much faster on shared CPUs
-        for start in range(0, num_query, chunk_size):
-            stop = min(start + chunk_size, num_query)
-            d = dist[start:stop].to(device).contiguous()
-            if d.dtype in (torch.float16, torch.bfloat16):
-                d = d.float()
-            check_all_finite(d, "distmat", row_offset=start)
-            same_pid = q_pid[start:stop, None] == g_pid[None, :]
-            junk = None
-            if q_cam is not None:
-                junk = same_pid & (q_cam[start:stop, None] == g_cam[None, :])
-            if q_cloth is not None:
-                same_clothes = same_pid & (q_cloth[start:stop, None] == g_cloth[None, :])
-                junk = same_clothes if junk is None else junk | same_clothes
-            positive = same_pid if junk is None else same_pid & ~junk
-            num_pos = positive.sum(dim=1)
-            valid = num_pos > 0
-            if not bool(valid.all()):
-                d, same_pid, positive, num_pos = d[valid], same_pid[valid], positive[valid], num_pos[valid]
-                junk = None if junk is None else junk[valid]
-            if d.shape[0] == 0:
-                continue
-            ranks = _positive_ranks(d, same_pid, positive, num_pos)
-            num_valid += d.shape[0]
-
-            pos_range = torch.arange(1, ranks.shape[1] + 1, device=device, dtype=torch.float64)
-            in_list = pos_range[None, :] <= num_pos[:, None]
-            precision = torch.where(in_list, pos_range[None, :] / ranks, 0.0)
-            sum_ap += float((precision.sum(dim=1) / num_pos).sum())
-            last = ranks.gather(1, (num_pos - 1)[:, None]).squeeze(1)
-            sum_inp += float((num_pos / last).sum())
-
-            if single_gallery_shot:
-                query_index = torch.arange(start, stop, device=device)[valid]
-                first = _single_shot_first_ranks(d, same_pid, positive, junk, g_label, query_index, seed)
-                weight = 1.0 / NUM_SINGLE_SHOT_REPEATS
-            else:
-                first = ranks[:, 0].long()
-                weight = 1.0
-            first_rank_counts += weight * torch.bincount(
-                first.clamp(max=max_rank + 1) - 1, minlength=max_rank + 1
-            ).to(torch.float64)
+    # Chunks of queries are independent: a few single-threaded workers (see _threads.py) instead
+    # of torch's per-operation thread pool, which collapses when other processes share the CPUs.
+    with single_threaded(device):
+        results = parallel_map(rank_chunk, chunks, workers)
+    for counts, chunk_ap, chunk_inp, chunk_valid in results:
+        first_rank_counts += counts
+        sum_ap += chunk_ap
+        sum_inp += chunk_inp
+        num_valid += chunk_valid
 
     num_invalid = num_query - num_valid
     if num_valid == 0:
@@ -238,51 +261,135 @@ def evaluate_rank(
     )
 
 
+class _Groups:
+    """Gallery entries grouped by pid, to list the same-pid entries of a chunk of queries."""
+
+    def __init__(self, sorted_pids: torch.Tensor, order: torch.Tensor):
+        self.sorted_pids, self.order = sorted_pids, order
+
+    def same_pid_entries(self, q_pid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)`` of every (query, gallery) pair with equal pids, sorted by row and, within
+        a row, by gallery index."""
+        left = torch.searchsorted(self.sorted_pids, q_pid)
+        counts = torch.searchsorted(self.sorted_pids, q_pid, right=True) - left
+        total = int(counts.sum())
+        rows = torch.repeat_interleave(
+            torch.arange(q_pid.shape[0], device=q_pid.device), counts, output_size=total
+        )
+        offset = torch.arange(total, device=q_pid.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts, output_size=total
+        )
+        return rows, self.order[left[rows] + offset]
+
+
+def _dense_masks(
+    shape: torch.Size, rows: torch.Tensor, cols: torch.Tensor, positive: torch.Tensor, junk: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean ``(same_pid, positive, junk)`` matrices of a chunk from its same-pid entries."""
+    masks = []
+    for selected in (None, positive, junk):
+        mask = torch.zeros(shape, dtype=torch.bool, device=rows.device)
+        if selected is None:
+            mask[rows, cols] = True
+        else:
+            mask[rows[selected], cols[selected]] = True
+        masks.append(mask)
+    return masks[0], masks[1], masks[2]
+
+
+_CELLS = 4096
+"""Cells of the per-query lookup table that replaces a binary search per gallery entry."""
+
+
 def _positive_ranks(
-    d: torch.Tensor, same_pid: torch.Tensor, positive: torch.Tensor, num_pos: torch.Tensor
+    d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, positive: torch.Tensor, num_pos: torch.Tensor
 ) -> torch.Tensor:
     """1-based positions of every query's positives in its filtered ranked list.
 
-    Returns a float64 ``(C, R)`` tensor, ``R = max(num_pos)``: column ``k`` is the position of the
-    query's ``k``-th positive in (distance, index) order; columns ``>= num_pos`` are padding.
-    Junk entries are ignored because only positives and different-pid entries are counted.
+    ``rows, cols`` are the chunk's same-pid entries (row-major, columns ascending within a row),
+    ``positive`` says which of them are true matches (the others are junk), ``num_pos`` counts
+    them per row (all > 0). Returns a float64 ``(C, R)`` tensor, ``R = max(num_pos)``: column
+    ``k`` is the position of the query's ``k``-th positive in (distance, index) order; columns
+    ``>= num_pos`` are padding.
+
+    position(k) = k + 1 + #negatives before positive k. Every gallery entry's "bucket" (how many
+    positives precede it in (distance, index) order) is read from a lookup table over ``_CELLS``
+    equal cells spanning the row's positive distances, through a monotone map distance -> cell:
+    for an entry whose cell holds no positive, the bucket is exact (a positive in a lower cell has
+    a smaller distance, one in a higher cell a larger one); the few entries in a cell holding a
+    positive are compared with the positives one by one, ties broken by index. Buckets are
+    counted over all entries, then the same-pid entries' buckets are subtracted, which leaves
+    the negatives' counts: two passes over the chunk without any per-entry branching.
     """
     chunk, num_gallery = d.shape
     device = d.device
     width = int(num_pos.max())
-    rows, cols = positive.nonzero(as_tuple=True)  # row-major, so columns ascend within each row
+    p_rows, p_cols = rows[positive], cols[positive]
     row_start = torch.cumsum(num_pos, 0) - num_pos
-    slot = torch.arange(rows.shape[0], device=device) - row_start[rows]
+    slot = torch.arange(p_rows.shape[0], device=device) - row_start[p_rows]
     pos_d = torch.full((chunk, width), float("inf"), dtype=d.dtype, device=device)
-    pos_d[rows, slot] = d[rows, cols]
+    pos_d[p_rows, slot] = d[p_rows, p_cols]
     pos_i = torch.full((chunk, width), num_gallery, dtype=torch.long, device=device)
-    pos_i[rows, slot] = cols
+    pos_i[p_rows, slot] = p_cols
     # Stable sort on distance of index-ordered positives = (distance, index) order.
     pos_d, order = torch.sort(pos_d, dim=1, stable=True)
     pos_i = pos_i.gather(1, order)
 
-    # before[g] = number of positives that precede gallery entry g in (distance, index) order.
-    before = torch.searchsorted(pos_d, d)
-    negative = ~same_pid
-    tie = negative & (pos_d.gather(1, before.clamp(max=width - 1)) == d)
-    if bool(tie.any()):
-        # Equal distances: positives with the same distance precede g only if their index is
-        # smaller. Encode (row, group start, index) in one monotonic int64 key per positive.
-        tie_rows, tie_cols = tie.nonzero(as_tuple=True)
-        tie_before = before[tie_rows, tie_cols]
-        group_start = torch.searchsorted(pos_d, pos_d)
-        stride = num_gallery + 1
-        row_span = width * stride
-        row_base = torch.arange(chunk, device=device)[:, None] * row_span
-        keys = (row_base + group_start * stride + pos_i + 1).flatten()
-        queries = tie_rows * row_span + tie_before * stride + tie_cols + 1
-        before[tie_rows, tie_cols] = torch.searchsorted(keys, queries) - tie_rows * width
+    # Monotone (non-decreasing) map distance -> global cell index: IEEE subtraction and
+    # multiplication by a positive number are monotone, and so are clamping and truncation; the
+    # same tensor operations are applied to the positives, so both sides agree bit for bit.
+    low = pos_d[:, :1]
+    span = (pos_d.gather(1, (num_pos - 1)[:, None]) - low).double()
+    scale = torch.where(span > 0, (_CELLS - 1) / span, 1.0).clamp(1e-30, 1e30).to(d.dtype)
+    stride = _CELLS + 2
+    cell_base = torch.arange(chunk, device=device)[:, None] * stride + 1
 
+    def cells(values: torch.Tensor) -> torch.Tensor:
+        scaled = values - low
+        scaled *= scale
+        # The positives land in cells 0 .. _CELLS - 1 (about); entries below and above them are
+        # clamped into cells -1 and _CELLS, which hold no positive.
+        scaled.clamp_(-1.0, float(_CELLS))
+        return scaled.long() + cell_base  # truncation: -1 .. _CELLS, shifted to the row's range
+
+    real = torch.arange(width, device=device)[None, :] < num_pos[:, None]
+    per_cell = torch.bincount(cells(pos_d)[real], minlength=chunk * stride).view(chunk, stride)
     bins = width + 1
-    flat = (torch.arange(chunk, device=device)[:, None] * bins + before)[negative]
-    negatives_before = torch.bincount(flat, minlength=chunk * bins).view(chunk, bins).cumsum(dim=1)[:, :width]
+    sentinel = chunk * bins
+    lookup = torch.arange(chunk, device=device)[:, None] * bins + (torch.cumsum(per_cell, 1) - per_cell)
+    lookup[per_cell > 0] = sentinel  # cells holding a positive: decided one entry at a time
+
+    buckets = lookup.view(-1).take(cells(d))
+    counts = torch.bincount(buckets.view(-1), minlength=sentinel + 1)
+    if int(counts[sentinel]) > 0:
+        a_rows, a_cols = (buckets == sentinel).nonzero(as_tuple=True)
+        counts += _bucket_counts(pos_d, pos_i, d, a_rows, a_cols, bins, sentinel + 1)
+    counts = counts[:sentinel] - _bucket_counts(pos_d, pos_i, d, rows, cols, bins, sentinel)
+    negatives_before = counts.view(chunk, bins).cumsum(dim=1)[:, :width]
     pos_range = torch.arange(1, width + 1, device=device)
     return (pos_range[None, :] + negatives_before).to(torch.float64)
+
+
+def _bucket_counts(
+    pos_d: torch.Tensor,
+    pos_i: torch.Tensor,
+    d: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    bins: int,
+    size: int,
+) -> torch.Tensor:
+    """Histogram (flat ``row * bins + bucket``, length ``size``) of the entries ``(rows, cols)``
+    by their number of preceding positives in (distance, index) order, by direct comparison."""
+    out = torch.zeros(size, dtype=torch.long, device=d.device)
+    step = max(1, (1 << 20) // pos_d.shape[1])
+    for start in range(0, rows.shape[0], step):
+        r, c = rows[start : start + step], cols[start : start + step]
+        values = d[r, c][:, None]
+        row_d = pos_d[r]
+        before = (row_d < values) | ((row_d == values) & (pos_i[r] < c[:, None]))
+        out += torch.bincount(r * bins + before.sum(dim=1), minlength=size)
+    return out
 
 
 def _single_shot_first_ranks(

@@ -23,6 +23,7 @@ index (the reference's quicksort leaves them unspecified).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,13 +31,15 @@ import torch
 
 from ._inputs import ArrayLike, check_all_finite, float_matrix, resolve_device
 from ._select import smallest_k
-from ._threads import single_threaded
+from ._threads import num_workers, parallel_map, single_threaded
 from .distance import Metric, check_metric, pairwise_block, prepare_features
 
 __all__ = ["re_ranking", "re_ranking_features"]
 
 _BLOCK_ELEMENTS = 1 << 23
 """Distance-matrix entries per chunk of rows (about 32 MB of float32)."""
+_JACCARD_DENSE_COST = 1
+"""Work per query-gallery entry in the Jaccard step, in ``num_workers`` units."""
 _PAIR_BUDGET = 1 << 15
 """(query, gallery, shared neighbour) triples expanded at once in the Jaccard step, and entries at
 once in the local query expansion: small enough for the temporaries to stay in cache."""
@@ -110,6 +113,7 @@ class _FeatureSource:
         self.num_query, self.num_gallery = query.shape[0], gallery.shape[0]
         self.num_all = self.num_query + self.num_gallery
         self.features, self.sq_norms = prepare_features(torch.cat([query, gallery]).to(device), metric)
+        self.dim = self.features.shape[1]
         self.device = device
 
     def _distances(self, rows: slice, columns: slice) -> torch.Tensor:
@@ -266,6 +270,17 @@ def _row_blocks(source, chunk_size: int | None) -> Iterator[tuple[int, int]]:
 def _re_rank(
     source, k1: int, k2: int, lambda_value: float, top_k: int | None, chunk_size: int | None, as_numpy: bool
 ):
+    # Every operation runs single-threaded on the calling thread, except the large independent
+    # row blocks handed to parallel_map: under load, each multi-threaded torch operation can cost
+    # a scheduler time slice (see _threads.py).
+    source.max_threads = torch.get_num_threads()  # the user's setting caps the workers
+    with single_threaded(source.device):
+        return _re_rank_single_threaded(source, k1, k2, lambda_value, top_k, chunk_size, as_numpy)
+
+
+def _re_rank_single_threaded(
+    source, k1: int, k2: int, lambda_value: float, top_k: int | None, chunk_size: int | None, as_numpy: bool
+):
     _check_parameters(k1, k2, lambda_value, top_k, source.num_gallery)
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"`chunk_size` must be positive, got {chunk_size}.")
@@ -274,10 +289,16 @@ def _re_rank(
     k_half = min(round(k1 / 2) + 1, num_all)  # round half to even, like np.around
     k_qe = min(k2, num_all)
 
-    # Pass 1: column maxima and nearest-neighbour lists of the normalised squared distances.
+    # Pass 1: column maxima and nearest-neighbour lists of the normalised squared distances. Row
+    # blocks are independent: a few single-threaded workers share them (see _threads.py).
     col_max = torch.empty(num_all, dtype=torch.float32, device=device)
     knn = torch.empty((num_all, max(k_fwd, k_qe)), dtype=torch.long, device=device)
-    for start, stop in _row_blocks(source, chunk_size):
+    blocks = list(_row_blocks(source, chunk_size))
+    dim = getattr(source, "dim", 1)
+    workers = num_workers(num_all * num_all * max(1, dim // 16), len(blocks), device, source.max_threads)
+
+    def neighbours(bounds: tuple[int, int]) -> None:
+        start, stop = bounds
         block = source.rows(start, stop)
         block_max = block.max(dim=1).values
         if not bool(torch.isfinite(block_max).all()):
@@ -294,14 +315,111 @@ def _re_rank(
         col_max[start:stop] = block_max
         knn[start:stop] = smallest_k(block / block_max[:, None], knn.shape[1])[1]
 
-    with single_threaded(device):
-        weights_rows, weights_cols, weights = _k_reciprocal_weights(
-            source, knn, col_max, k_fwd, k_half, chunk_size
-        )
-        crow = _compressed_rows(weights_rows, num_all)
-        if k_qe > 1:
-            crow, weights_cols, weights = _local_query_expansion(crow, weights_cols, weights, knn[:, :k_qe])
+    if isinstance(source, _FeatureSource) and source.metric != "cosine":
+        _symmetric_neighbours(source, col_max, knn, chunk_size, neighbours)
+    else:
+        parallel_map(neighbours, blocks, workers)
+    weights_rows, weights_cols, weights = _k_reciprocal_weights(
+        source, knn, col_max, k_fwd, k_half, chunk_size
+    )
+    crow = _compressed_rows(weights_rows, num_all)
+    if k_qe > 1:
+        crow, weights_cols, weights = _local_query_expansion(crow, weights_cols, weights, knn[:, :k_qe])
     return _jaccard_and_mix(source, crow, weights_cols, weights, col_max, lambda_value, top_k, as_numpy)
+
+
+_SELECT_MARGIN = 8
+"""Extra nearest neighbours selected on the raw squared distances (see _symmetric_neighbours)."""
+_STRIP_ROWS = 512
+"""Rows per strip of the symmetric pass: GEMMs this tall run near the CPU's peak."""
+
+
+def _symmetric_neighbours(source, col_max: torch.Tensor, knn: torch.Tensor, chunk_size, exact_rows) -> None:
+    """Pass 1 of the features variant on half of the (Q+G)^2 distances (Euclidean metrics).
+
+    The squared distance matrix is symmetric, so strip ``I`` (rows ``I``, columns from ``I`` on)
+    serves both its rows (row-wise selection) and the later rows (column-wise selection): half
+    the matrix products of a row-by-row pass. Per row only the running maximum and the
+    ``k + _SELECT_MARGIN`` smallest raw values ``a_sq + b_sq - 2 a.b`` are kept, merged strip by
+    strip. The normalised distance is a monotone (non-decreasing) function of the raw value
+    (clamp at 0, square root for "euclidean", square, cast, division by the row maximum), so the
+    row maximum and the ``k`` nearest neighbours in (normalised distance, index) order follow from
+    the candidates, except when the ``k``-th candidate ties with the largest one after the
+    transform: such rows are recomputed by ``exact_rows`` (the row-by-row pass), as are none on
+    real data. Equal to the row-by-row pass up to the rounding of the matrix products (a pair's
+    distance is computed once instead of once per row).
+    """
+    num, device = source.num_all, source.device
+    feats, sq = source.features, source.sq_norms
+    k = knn.shape[1]
+    width = min(k + _SELECT_MARGIN, num)
+    best_vals = torch.full((num, width), float("inf"), dtype=feats.dtype, device=device)
+    best_idx = torch.full((num, width), -1, dtype=torch.long, device=device)
+    row_max = torch.full((num,), float("-inf"), dtype=feats.dtype, device=device)
+    lock = threading.Lock()
+
+    def merge(rows: torch.Tensor | slice, vals: torch.Tensor, idx: torch.Tensor) -> None:
+        vals = torch.cat([best_vals[rows], vals], dim=1)
+        idx = torch.cat([best_idx[rows], idx], dim=1)
+        keep_vals, keep_pos = torch.topk(vals, width, dim=1, largest=False)
+        best_vals[rows] = keep_vals
+        best_idx[rows] = idx.gather(1, keep_pos)
+
+    def strip(start: int) -> None:
+        stop = min(start + step, num)
+        raw = torch.addmm(
+            sq[start:stop, None] + sq[None, start:], feats[start:stop], feats[start:].T, beta=1.0, alpha=-2.0
+        )
+        if torch.isnan(raw.max()):  # inf - inf: left to the exact pass, which reports it
+            raw = raw.nan_to_num(nan=float("inf"))
+        own_vals, own_pos = torch.topk(raw, min(width, raw.shape[1]), dim=1, largest=False)
+        own_max = raw.max(dim=1).values
+        tail = raw[:, stop - start :]  # columns after the strip: candidates for those rows
+        columns = None
+        if tail.shape[1]:
+            tail_max = tail.max(dim=0).values
+            # Only columns with a value below their row's current worst candidate can change it
+            # (after the first strips, few). The limits only decrease, so reading them while
+            # another worker merges gives a larger, still safe, limit.
+            limit = best_vals[stop:, width - 1].clone()
+            columns = (tail < limit[None, :]).any(dim=0).nonzero().flatten()
+            if columns.numel():
+                sub = tail.index_select(1, columns).T.contiguous()
+                tail_vals, tail_pos = torch.topk(sub, min(width, sub.shape[1]), dim=1, largest=False)
+        with lock:
+            merge(slice(start, stop), own_vals, own_pos + start)
+            torch.maximum(row_max[start:stop], own_max, out=row_max[start:stop])
+            if columns is not None:
+                torch.maximum(row_max[stop:], tail_max, out=row_max[stop:])
+                if columns.numel():
+                    merge(columns + stop, tail_vals, tail_pos + start)
+
+    step = chunk_size or _STRIP_ROWS
+    starts = range(0, num, step)
+    workers = num_workers(num * num * max(1, source.dim // 16), len(starts), device, source.max_threads)
+    parallel_map(strip, starts, workers)
+
+    def transform(values: torch.Tensor) -> torch.Tensor:  # as pairwise_block + _FeatureSource
+        values = values.clamp(min=0.0)
+        if source.metric == "euclidean":
+            values = values.sqrt()
+        return (values * values).to(torch.float32)
+
+    maxima = transform(row_max)
+    usable = torch.isfinite(maxima) & (maxima > 0) & (best_idx >= 0).all(dim=1)
+    normalised = transform(best_vals) / maxima[:, None]
+    # (normalised distance, index) order: sort by index, then a stable sort on the distance.
+    idx, perm = torch.sort(best_idx, dim=1)
+    normalised = normalised.gather(1, perm)
+    normalised, perm = torch.sort(normalised, dim=1, stable=True)
+    idx = idx.gather(1, perm)
+    if width < num:  # every other item's normalised distance is >= that of the largest candidate
+        bound = transform(best_vals.max(dim=1).values) / maxima
+        usable &= normalised[:, k - 1] < bound
+    col_max.copy_(maxima)
+    knn.copy_(idx[:, :k])
+    for row in (~usable).nonzero().flatten().tolist():  # rare: ties at the boundary, overflow
+        exact_rows((row, row + 1))
 
 
 def _compressed_rows(rows: torch.Tensor, num_rows: int) -> torch.Tensor:
@@ -421,7 +539,8 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
     inv_ptr = _compressed_rows(g_cols[order], num_all)
     inv_len = inv_ptr[1:] - inv_ptr[:-1]
 
-    q_cols, q_vals = cols[: int(crow[nq])], vals[: int(crow[nq])]
+    inv_vals = inv_vals.to(torch.float64)  # min() is exact: same as widening each minimum
+    q_cols, q_vals = cols[: int(crow[nq])], vals[: int(crow[nq])].to(torch.float64)
     q_lengths = crow[1 : nq + 1] - crow[:nq]
     q_owner = torch.repeat_interleave(torch.arange(nq, device=device), q_lengths)
     pair_counts = inv_len[q_cols]
@@ -436,28 +555,33 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
         result = torch.empty((nq, top_k), dtype=torch.float32, device="cpu" if as_numpy else device)
         result_idx = torch.empty((nq, top_k), dtype=torch.long, device=result.device)
     rows_per_block = max(1, _BLOCK_ELEMENTS // ng)
-    for start in range(0, nq, rows_per_block):
-        stop = min(start + rows_per_block, nq)
+    # Each block also computes its query-gallery distances and the mix (coarse operations), so the
+    # blocks are shared by the workers when the dense part is large.
+    workers = num_workers(nq * ng * _JACCARD_DENSE_COST, nq, device, source.max_threads)
+    if workers > 1:  # blocks enough for every worker to take several
+        rows_per_block = max(1, min(rows_per_block, -(-nq // (4 * workers))))
+    blocks = [(start, min(start + rows_per_block, nq)) for start in range(0, nq, rows_per_block)]
+
+    def jaccard_block(bounds: tuple[int, int]) -> None:
+        start, stop = bounds
         overlap = torch.zeros((stop - start) * ng, dtype=torch.float64, device=device)
         # Small pieces of work keep the expanded triples in cache, which is what makes this fast;
         # a piece is a range of (query, column) entries and may split a query.
         block_lo = int(crow[start])
-        with single_threaded(device):
-            for piece_start, piece_stop in _split_by_work(
-                pair_counts[block_lo : int(crow[stop])], _PAIR_BUDGET
-            ):
-                lo, hi = block_lo + piece_start, block_lo + piece_stop
-                counts = pair_counts[lo:hi]
-                first, total = int(pair_start[lo]), int(counts.sum())
-                # Expand every (query, shared column j) entry over the gallery items of column j.
-                entry = torch.arange(first, first + total, device=device)
-                entry += torch.repeat_interleave(entry_shift[lo:hi], counts, output_size=total)
-                target = torch.repeat_interleave(target_base[lo:hi] - start * ng, counts, output_size=total)
-                target += inv_rows[entry]
-                shared = torch.minimum(
-                    torch.repeat_interleave(q_vals[lo:hi], counts, output_size=total), inv_vals[entry]
-                )
-                overlap.index_add_(0, target, shared.to(torch.float64))
+        for piece_start, piece_stop in _split_by_work(pair_counts[block_lo : int(crow[stop])], _PAIR_BUDGET):
+            lo, hi = block_lo + piece_start, block_lo + piece_stop
+            counts = pair_counts[lo:hi]
+            first, total = int(pair_start[lo]), int(counts.sum())
+            # Expand every (query, shared column j) entry over the gallery items of column j.
+            entry = torch.arange(first, first + total, device=device)
+            entry += torch.repeat_interleave(entry_shift[lo:hi], counts, output_size=total)
+            target = torch.repeat_interleave(target_base[lo:hi] - start * ng, counts, output_size=total)
+            target += inv_rows.index_select(0, entry)
+            shared = torch.minimum(
+                torch.repeat_interleave(q_vals[lo:hi], counts, output_size=total),
+                inv_vals.index_select(0, entry),
+            )
+            overlap.index_add_(0, target, shared)
         overlap = overlap.view(stop - start, ng).to(torch.float32)
         jaccard = 1 - overlap / (2.0 - overlap)
         original = source.query_gallery(start, stop) / col_max[start:stop, None]
@@ -468,6 +592,8 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
             top_vals, top_idx = smallest_k(final, top_k)
             result[start:stop] = top_vals.to(result.device)
             result_idx[start:stop] = top_idx.to(result.device)
+
+    parallel_map(jaccard_block, blocks, workers)
     if top_k is None:
         return result.numpy() if as_numpy else result
     if as_numpy:
