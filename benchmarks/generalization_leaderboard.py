@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import clip_fgdi_generalization as fgdi_benchmark  # noqa: E402
 import retext_generalization as retext_benchmark  # noqa: E402
-from recipe_runs import RESULT_FILES, RecipeRun, archive_folder, cell, run_folder, run_recipes  # noqa: E402
+from recipe_runs import RecipeRun, cell, finished_folder, run_folder, run_recipes  # noqa: E402
 
 from hf_reid.data.synthetic import CAPTIONED_STYLES, get_preset  # noqa: E402
 from hf_reid.training import display_name, load_config, prepare_synthpeds  # noqa: E402
@@ -192,11 +192,7 @@ def data_overrides(cfg, variant: str, identities: int) -> list[str]:
 
 def _done(folder: Path) -> bool:
     """Finished here, or archived by an earlier run (``benchmarks/results``, see recipe_runs)."""
-    archived = archive_folder(folder)
-    return any(
-        place is not None and all((place / name).is_file() for name in RESULT_FILES)
-        for place in (folder, archived)
-    )
+    return finished_folder(folder) is not None
 
 
 def plan_leaderboard(

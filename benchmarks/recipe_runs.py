@@ -45,38 +45,38 @@ def run_recipe(
 ) -> tuple[dict, dict]:
     """``python recipes/<recipe>.py --config CONFIG --output_dir OUT --seed SEED EXTRA`` in a
     subprocess (so its timings are those of a plain run); returns (eval_results, train_results).
-    A run whose results already exist in ``output_dir`` is not repeated; ``threads`` caps the
+    A run whose results already exist in ``output_dir`` or the archive is not repeated; ``threads`` caps the
     subprocess's intra-op threads (for runs that share the machine)."""
-    results_file, train_file = output_dir / "eval_results.json", output_dir / "train_results.json"
-    archived = archive_folder(output_dir)
-    finished = results_file.is_file() and train_file.is_file()
-    if not finished and archived is not None and all((archived / name).is_file() for name in RESULT_FILES):
-        return tuple(json.loads((archived / name).read_text()) for name in RESULT_FILES)
-    if not (results_file.is_file() and train_file.is_file()):
+    done = finished_folder(output_dir)
+    if done is None:
         command = [
             sys.executable,
             str(ROOT / "recipes" / f"{recipe}.py"),
-            "--config",
-            str(config),
-            "--output_dir",
-            str(output_dir),
-            "--seed",
-            str(seed),
-            "--train.progress_bar",
-            "false",
-            *extra,
+            *("--config", str(config), "--output_dir", str(output_dir), "--seed", str(seed)),
+            *("--train.progress_bar", "false", *extra),
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
         if threads is not None:
             env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
+        process = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{process.stderr[-4000:]}")
         logger.warning("  %s: %.0f s", output_dir.name, time.perf_counter() - start)
+        archived = archive_folder(output_dir)
         if archived is not None:
             archive_results(output_dir, archived, command)
-    return json.loads(results_file.read_text()), json.loads(train_file.read_text())
+        done = output_dir
+    return tuple(json.loads((done / name).read_text()) for name in RESULT_FILES)
+
+
+def finished_folder(output_dir: Path) -> Path | None:
+    """Where a finished run's result files are: the run folder, else its archive; ``None`` when
+    the run has not finished."""
+    for place in (output_dir, archive_folder(output_dir)):
+        if place is not None and all((place / name).is_file() for name in RESULT_FILES):
+            return place
+    return None
 
 
 def archive_folder(output_dir: Path) -> Path | None:

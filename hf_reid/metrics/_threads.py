@@ -50,28 +50,26 @@ def _read(path: Path) -> str | None:
         return None
 
 
+def _quota(quota: str, period: str) -> float | None:
+    """``quota / period`` CPUs, or ``None`` for no limit ("max", -1) or unreadable values."""
+    try:
+        quota_value, period_value = float(quota), float(period)
+    except ValueError:
+        return None
+    return quota_value / period_value if quota_value > 0 and period_value > 0 else None
+
+
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
     """CPUs allowed by the cgroup CPU quota (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` /
     ``cpu.cfs_period_us``), or ``None`` when there is no quota or no cgroup file to read."""
     text = _read(root / "cpu.max")
     if text is not None:
         parts = text.split()
-        if len(parts) == 2 and parts[0] != "max":
-            try:
-                quota, period = float(parts[0]), float(parts[1])
-            except ValueError:
-                return None
-            return quota / period if quota > 0 and period > 0 else None
-        return None
+        return _quota(*parts) if len(parts) == 2 else None
     for folder in (root / "cpu", root / "cpu,cpuacct", root):
         quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
-        if quota is None or period is None:
-            continue
-        try:
-            quota_value, period_value = float(quota), float(period)
-        except ValueError:
-            return None
-        return quota_value / period_value if quota_value > 0 and period_value > 0 else None
+        if quota is not None and period is not None:
+            return _quota(quota, period)
     return None
 
 
