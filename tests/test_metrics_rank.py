@@ -102,15 +102,17 @@ def test_ties_follow_gallery_index_and_do_not_depend_on_chunks_or_types():
         assert result.num_valid_queries == valid
 
 
-@pytest.mark.parametrize("cells", [1, 2, 3, 17, 4096])
-def test_lookup_table_kernel_is_exact_with_ties_junk_and_parallel_chunks(monkeypatch, cells):
+@pytest.mark.parametrize("cells, int32_limit", [(1, 2**31), (2, 2**31), (3, 0), (17, 2**31), (4096, 0)])
+def test_lookup_table_kernel_is_exact_with_ties_junk_and_parallel_chunks(monkeypatch, cells, int32_limit):
     # Few cells put many entries in cells holding a positive (decided by direct comparison), many
     # cells put almost none there; heavy ties test the (distance, index) order either way. Two
-    # workers share the chunks (forced even for this small problem).
+    # workers share the chunks (forced even for this small problem). A limit of 0 forces the int64
+    # indices that huge chunks take.
     import hf_reid.metrics._threads as threads_module
     import hf_reid.metrics.rank as rank_module
 
     monkeypatch.setattr(rank_module, "_CELLS", cells)
+    monkeypatch.setattr(rank_module, "_INT32_INDEX_LIMIT", int32_limit)
     monkeypatch.setattr(threads_module, "MIN_PARALLEL_WORK", 1)
     for seed, decimals in ((1, 1), (2, 2), (3, None)):
         dist, q_pids, g_pids, q_cams, g_cams = random_case(seed, 40, 300, 8, 3, decimals)

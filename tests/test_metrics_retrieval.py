@@ -53,6 +53,23 @@ def test_distance_matrix(features, metric):
     np.testing.assert_allclose(as_double, expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_block_written_in_place_is_bit_identical(metric):
+    """compute_distance_matrix writes each block into its output (no temporaries); the numbers must
+    be those of the allocating path, bit for bit: re-ranking's symmetric pass relies on them."""
+    from hf_reid.metrics.distance import pairwise_block, prepare_features
+
+    rng = np.random.default_rng(1)
+    a, b = (
+        torch.from_numpy(rng.standard_normal(shape).astype(np.float32)) for shape in ((37, 64), (301, 64))
+    )
+    (a, a_sq), (b, b_sq) = prepare_features(a, metric), prepare_features(b, metric)
+    allocated = pairwise_block(a, a_sq, b, b_sq, metric)
+    out = torch.full((37, 301), float("nan"))
+    assert pairwise_block(a, a_sq, b, b_sq, metric, out=out) is out
+    assert torch.equal(out, allocated)
+
+
 def test_distance_matrix_bad_input(features):
     q, g = features
     with pytest.raises(ValueError, match="Unknown distance metric"):

@@ -39,12 +39,25 @@ def prepare_features(features: torch.Tensor, metric: str) -> tuple[torch.Tensor,
 
 
 def pairwise_block(
-    a: torch.Tensor, a_sq: torch.Tensor | None, b: torch.Tensor, b_sq: torch.Tensor | None, metric: str
+    a: torch.Tensor,
+    a_sq: torch.Tensor | None,
+    b: torch.Tensor,
+    b_sq: torch.Tensor | None,
+    metric: str,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Distances between the rows of ``a`` and ``b`` (already passed through ``prepare_features``)."""
+    """Distances between the rows of ``a`` and ``b`` (already passed through ``prepare_features``),
+    written into ``out`` when given (a contiguous ``(len(a), len(b))`` tensor: no temporaries the
+    size of the block, bit-identical to the allocating path)."""
     if metric == "cosine":
-        return 1.0 - a @ b.T
-    sq = torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0).clamp_(min=0.0)
+        if out is None:
+            return 1.0 - a @ b.T
+        return torch.mm(a, b.T, out=out).neg_().add_(1.0)  # -x + 1 rounds as 1 - x
+    if out is None:
+        sq = torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0)
+    else:  # the same operations in place: |a|^2 + |b|^2 first, then the product added to it
+        sq = torch.add(a_sq[:, None], b_sq[None, :], out=out).addmm_(a, b.T, beta=1.0, alpha=-2.0)
+    sq.clamp_(min=0.0)
     return sq.sqrt_() if metric == "euclidean" else sq
 
 
@@ -97,7 +110,7 @@ def compute_distance_matrix(
 
     def fill(start: int) -> None:
         block, block_sq = prepare_features(query[start : start + chunk_size], metric)
-        out[start : start + chunk_size] = pairwise_block(block, block_sq, gallery, gallery_sq, metric)
+        pairwise_block(block, block_sq, gallery, gallery_sq, metric, out=out[start : start + chunk_size])
 
     # Row blocks go to a few single-threaded workers (see _threads.py): no per-operation thread
     # synchronisation, so the speed degrades gracefully when other processes share the CPUs.

@@ -300,6 +300,9 @@ def _dense_masks(
 _CELLS = 4096
 """Cells of the per-query lookup table that replaces a binary search per gallery entry."""
 
+_INT32_INDEX_LIMIT = 2**31
+"""Cell and bucket indices below this are kept in int32 (half the bytes of int64)."""
+
 
 def _positive_ranks(
     d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, positive: torch.Tensor, num_pos: torch.Tensor
@@ -342,7 +345,13 @@ def _positive_ranks(
     span = (pos_d.gather(1, (num_pos - 1)[:, None]) - low).double()
     scale = torch.where(span > 0, (_CELLS - 1) / span, 1.0).clamp(1e-30, 1e30).to(d.dtype)
     stride = _CELLS + 2
-    cell_base = torch.arange(chunk, device=device)[:, None] * stride + 1
+    bins = width + 1
+    sentinel = chunk * bins
+    # Cell indices and buckets in int32 where they fit: the conversion, the gather
+    # (``index_select``, 3x faster than ``take`` with int64 on CPU) and the histogram move half
+    # the bytes.
+    index_dtype = torch.int32 if max(chunk * stride, sentinel + 1) < _INT32_INDEX_LIMIT else torch.long
+    cell_base = (torch.arange(chunk, device=device)[:, None] * stride + 1).to(index_dtype)
 
     def cells(values: torch.Tensor) -> torch.Tensor:
         scaled = values - low
@@ -350,16 +359,16 @@ def _positive_ranks(
         # The positives land in cells 0 .. _CELLS - 1 (about); entries below and above them are
         # clamped into cells -1 and _CELLS, which hold no positive.
         scaled.clamp_(-1.0, float(_CELLS))
-        return scaled.long() + cell_base  # truncation: -1 .. _CELLS, shifted to the row's range
+        index = scaled.to(index_dtype)  # truncation: -1 .. _CELLS
+        index += cell_base  # shifted to the row's range
+        return index
 
     real = torch.arange(width, device=device)[None, :] < num_pos[:, None]
     per_cell = torch.bincount(cells(pos_d)[real], minlength=chunk * stride).view(chunk, stride)
-    bins = width + 1
-    sentinel = chunk * bins
     lookup = torch.arange(chunk, device=device)[:, None] * bins + (torch.cumsum(per_cell, 1) - per_cell)
     lookup[per_cell > 0] = sentinel  # cells holding a positive: decided one entry at a time
 
-    buckets = lookup.view(-1).take(cells(d))
+    buckets = lookup.to(index_dtype).view(-1).index_select(0, cells(d).view(-1)).view(chunk, num_gallery)
     counts = torch.bincount(buckets.view(-1), minlength=sentinel + 1)
     if int(counts[sentinel]) > 0:
         a_rows, a_cols = (buckets == sentinel).nonzero(as_tuple=True)
