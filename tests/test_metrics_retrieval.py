@@ -70,6 +70,46 @@ def test_block_written_in_place_is_bit_identical(metric):
     assert torch.equal(out, allocated)
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_numpy_blas_backend_matches_torch(monkeypatch, metric):
+    """On AMD CPUs compute_distance_matrix runs its product on numpy's BLAS (``_gemm.py``); both
+    backends give the brute-force distances, and an unknown backend name is refused."""
+    rng = np.random.default_rng(2)
+    x, y = (
+        rng.standard_normal((150, 48)).astype(np.float32),
+        rng.standard_normal((170, 48)).astype(np.float32),
+    )
+    expected = brute_force(x, y, metric)
+    results = {}
+    for backend in ("torch", "numpy"):
+        monkeypatch.setenv("HF_REID_CPU_MATMUL", backend)
+        out = compute_distance_matrix(x, y, metric, chunk_size=16)
+        np.testing.assert_allclose(out, expected, atol=5e-5)
+        results[backend] = out
+    np.testing.assert_allclose(results["numpy"], results["torch"], atol=5e-5)
+    monkeypatch.setenv("HF_REID_CPU_MATMUL", "mkl")
+    with pytest.raises(ValueError, match="HF_REID_CPU_MATMUL='mkl'"):
+        compute_distance_matrix(x, y, metric)
+
+
+def test_numpy_blas_is_single_threaded_inside_the_kernels(monkeypatch):
+    """Inside torch_threads(1) numpy's BLAS runs on one thread too (the workers of parallel_map
+    must not each start a BLAS pool); the user's setting is back after."""
+    from threadpoolctl import threadpool_info
+
+    from hf_reid.metrics._threads import torch_threads
+
+    monkeypatch.setenv("HF_REID_CPU_MATMUL", "numpy")
+
+    def blas_threads() -> list[int]:
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    before = blas_threads()
+    with torch_threads(1):
+        assert blas_threads() and all(n == 1 for n in blas_threads())
+    assert blas_threads() == before
+
+
 def test_distance_matrix_bad_input(features):
     q, g = features
     with pytest.raises(ValueError, match="Unknown distance metric"):

@@ -29,6 +29,8 @@ from typing import TypeVar
 
 import torch
 
+from ._gemm import blas_threads
+
 __all__ = ["available_cpus", "num_workers", "parallel_map", "single_threaded", "torch_threads"]
 
 T = TypeVar("T")
@@ -104,17 +106,22 @@ def num_workers(
 
 @contextmanager
 def torch_threads(num_threads: int, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run torch on ``num_threads`` intra-op CPU threads inside the block; the previous setting
-    is restored after, even on error. Does nothing for GPU devices or when already set."""
+    """Run torch, and numpy's BLAS where the kernels use it (``_gemm.py``), on ``num_threads``
+    CPU threads inside the block; the previous settings are restored after, even on error. Does
+    nothing for GPU devices or when already set."""
     previous = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or previous == num_threads:
+    if torch.device(device).type != "cpu":
         yield
         return
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    with blas_threads(num_threads):
+        if previous == num_threads:
+            yield
+            return
+        torch.set_num_threads(num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 def single_threaded(device: torch.device) -> AbstractContextManager[None]:

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ._gemm import squared_distances_into
 from ._inputs import ArrayLike, check_all_finite, float_matrix, resolve_device
 from ._select import smallest_k
 from ._threads import num_workers, parallel_map, single_threaded
@@ -365,15 +366,19 @@ def _symmetric_neighbours(source, col_max: torch.Tensor, knn: torch.Tensor, chun
         best_vals[rows] = keep_vals
         best_idx[rows] = idx.gather(1, keep_pos)
 
+    buffers = threading.local()  # one strip-sized buffer per worker, reused: no page faults per strip
+
     def strip(start: int) -> None:
         stop = min(start + step, num)
-        raw = torch.addmm(
-            sq[start:stop, None] + sq[None, start:], feats[start:stop], feats[start:].T, beta=1.0, alpha=-2.0
-        )
-        if torch.isnan(raw.max()):  # inf - inf: left to the exact pass, which reports it
+        if getattr(buffers, "raw", None) is None:
+            buffers.raw = torch.empty(step * num, dtype=feats.dtype, device=device)
+        raw = buffers.raw[: (stop - start) * (num - start)].view(stop - start, num - start)
+        squared_distances_into(raw, feats[start:stop], sq[start:stop], feats[start:], sq[start:])
+        own_max = raw.max(dim=1).values  # NaN propagates: one pass both checks and takes the maxima
+        if bool(torch.isnan(own_max).any()):  # inf - inf: left to the exact pass, which reports it
             raw = raw.nan_to_num(nan=float("inf"))
+            own_max = raw.max(dim=1).values
         own_vals, own_pos = torch.topk(raw, min(width, raw.shape[1]), dim=1, largest=False)
-        own_max = raw.max(dim=1).values
         tail = raw[:, stop - start :]  # columns after the strip: candidates for those rows
         columns = None
         if tail.shape[1]:
