@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hf_reid.metrics import compute_distance_matrix, evaluate_rank, re_ranking, re_ranking_features
+from hf_reid.metrics import _gemm, compute_distance_matrix, evaluate_rank, re_ranking, re_ranking_features
 from hf_reid.metrics._threads import available_cpus
 from hf_reid.metrics.rank_reference import rank_by_sorting
 
@@ -384,12 +384,43 @@ def bench_market_memory() -> None:
         print(f"  -> max |re_ranking - re_ranking_features| = {diff:.1e}")
 
 
+def matmul_rates(rows: int = 512, cols: int = 20_000, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of one float32 ``rows x DIM`` by ``DIM x cols`` product on ONE thread, through
+    torch (MKL in the CPU wheels) and through numpy (OpenBLAS in its wheels): what
+    ``hf_reid/metrics/_gemm.py`` chooses between; best of ``repeats``, alternated."""
+    from threadpoolctl import threadpool_limits
+
+    from hf_reid.metrics._threads import torch_threads
+
+    rng = np.random.default_rng(0)
+    a, b = (
+        rng.standard_normal((rows, DIM), dtype=np.float32),
+        rng.standard_normal((cols, DIM), dtype=np.float32),
+    )
+    at, bt = torch.from_numpy(a), torch.from_numpy(b)
+    products = {"torch": lambda: torch.mm(at, bt.T), "numpy": lambda: a @ b.T}
+    best = dict.fromkeys(products, float("inf"))
+    with torch_threads(1), threadpool_limits(1, user_api="blas"):
+        for _ in range(repeats):
+            for name, product in products.items():
+                start = time.perf_counter()
+                product()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: 2 * rows * cols * DIM / seconds / 1e9 for name, seconds in best.items()}
+
+
 def bench_msmt() -> bool:
     num_query, num_gallery, _ = SCALES["msmt"]
     num_all = num_query + num_gallery
     print(
         f"\nMSMT17 scale: {num_query} x {num_gallery}, {DIM}-d features, fresh processes, load average "
         f"{os.getloadavg()[0]:.1f} on {available_cpus()} available CPUs"
+    )
+    rates = matmul_rates()
+    print(
+        f"  float32 matrix product, one thread: torch {rates['torch']:.0f} GFLOP/s, numpy "
+        f"{rates['numpy']:.0f} GFLOP/s; compute_distance_matrix uses "
+        f"{'numpy' if _gemm._backend() == 'numpy' else 'torch'} here (hf_reid/metrics/_gemm.py)"
     )
     print(f"  {'':<44} {'time':>12} {'peak extra':>11}")
     passed = True

@@ -55,8 +55,9 @@ def test_distance_matrix(features, metric):
 
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
 def test_block_written_in_place_is_bit_identical(metric):
-    """compute_distance_matrix writes each block into its output (no temporaries); the numbers must
-    be those of the allocating path, bit for bit: re-ranking's symmetric pass relies on them."""
+    """compute_distance_matrix writes each block into its output (no temporaries); on torch the
+    numbers must be those of the allocating formulas, bit for bit: re-ranking's symmetric pass
+    and its row-by-row fallback rely on them."""
     from hf_reid.metrics.distance import pairwise_block, prepare_features
 
     rng = np.random.default_rng(1)
@@ -64,10 +65,15 @@ def test_block_written_in_place_is_bit_identical(metric):
         torch.from_numpy(rng.standard_normal(shape).astype(np.float32)) for shape in ((37, 64), (301, 64))
     )
     (a, a_sq), (b, b_sq) = prepare_features(a, metric), prepare_features(b, metric)
-    allocated = pairwise_block(a, a_sq, b, b_sq, metric)
+    if metric == "cosine":  # the allocating formulas these kernels used before writing in place
+        expected = 1.0 - a @ b.T
+    else:
+        expected = torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.T, beta=1.0, alpha=-2.0).clamp(min=0.0)
+        expected = expected.sqrt() if metric == "euclidean" else expected
     out = torch.full((37, 301), float("nan"))
     assert pairwise_block(a, a_sq, b, b_sq, metric, out=out) is out
-    assert torch.equal(out, allocated)
+    assert torch.equal(out, expected)
+    assert torch.equal(pairwise_block(a, a_sq, b, b_sq, metric), expected)
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])

@@ -81,7 +81,7 @@ def compute_distance_matrix(
             bounds the temporary memory beyond the output itself.
         device: where to compute (default: the device of ``q`` or ``g`` if a tensor, else CPU).
 
-    On AMD CPUs the matrix product runs on numpy's BLAS (OpenBLAS), 1.7x faster there than
+    On AMD CPUs the matrix product runs on numpy's BLAS (OpenBLAS), about 1.4x faster there than
     torch's MKL; ``HF_REID_CPU_MATMUL=torch`` or ``=numpy`` chooses (see ``_gemm.py``). The two
     round differently, by a few ulps.
 

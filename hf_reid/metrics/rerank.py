@@ -366,13 +366,9 @@ def _symmetric_neighbours(source, col_max: torch.Tensor, knn: torch.Tensor, chun
         best_vals[rows] = keep_vals
         best_idx[rows] = idx.gather(1, keep_pos)
 
-    buffers = threading.local()  # one strip-sized buffer per worker, reused: no page faults per strip
-
     def strip(start: int) -> None:
         stop = min(start + step, num)
-        if getattr(buffers, "raw", None) is None:
-            buffers.raw = torch.empty(step * num, dtype=feats.dtype, device=device)
-        raw = buffers.raw[: (stop - start) * (num - start)].view(stop - start, num - start)
+        raw = torch.empty((stop - start, num - start), dtype=feats.dtype, device=device)
         squared_distances_into(raw, feats[start:stop], sq[start:stop], feats[start:], sq[start:])
         own_max = raw.max(dim=1).values  # NaN propagates: one pass both checks and takes the maxima
         if bool(torch.isnan(own_max).any()):  # inf - inf: left to the exact pass, which reports it
