@@ -116,12 +116,14 @@ def test_bad_features(ref):
         re_ranking_features(q, g, metric="manhattan")
 
 
+@pytest.mark.parametrize("sparse", [0, 1, 10**6])
 @pytest.mark.parametrize("margin", [0, 8])
 @pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
-def test_symmetric_pass_equals_the_row_by_row_pass_with_tied_neighbours(monkeypatch, margin, metric):
+def test_symmetric_pass_equals_the_row_by_row_pass_with_tied_neighbours(monkeypatch, margin, metric, sparse):
     # Every feature appears three times, so neighbour lists are full of exact ties; without a
     # margin the k-th candidate always ties with the last one and every row takes the exact
-    # row-by-row fallback. Strips of 7 rows and two workers exercise the merging.
+    # row-by-row fallback. Strips of 7 rows and two workers exercise the merging; ``sparse``
+    # forces the selection over whole columns (0), the default choice (1) or picked entries.
     import hf_reid.metrics._threads as threads_module
 
     monkeypatch.setattr(threads_module, "MIN_PARALLEL_WORK", 1)
@@ -138,6 +140,7 @@ def test_symmetric_pass_equals_the_row_by_row_pass_with_tied_neighbours(monkeypa
         patch.setattr(rerank_module, "_symmetric_neighbours", row_by_row)
         expected = re_ranking_features(q, g, 10, 3, metric=metric)
     monkeypatch.setattr(rerank_module, "_SELECT_MARGIN", margin)
+    monkeypatch.setattr(rerank_module, "_SPARSE_ENTRIES", sparse)
     with threads_module.torch_threads(2):
         out = re_ranking_features(q, g, 10, 3, metric=metric, chunk_size=7)
     np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
@@ -148,3 +151,21 @@ def test_symmetric_pass_reports_overflow():
     g = -np.full((5, 4), 3e38, dtype=np.float32)
     with pytest.raises(ValueError, match="overflow"):
         re_ranking_features(q, g)
+
+
+def test_entries_below_picks_each_columns_smallest_entries_under_its_limit():
+    rng = np.random.default_rng(1)
+    block = torch.from_numpy(rng.integers(0, 6, size=(9, 40)).astype(np.float32))  # many ties
+    limit = torch.from_numpy(rng.integers(0, 5, size=40).astype(np.float32))
+    width = 3
+    columns, values, rows = rerank_module._entries_below(block, limit, width)
+    expected_columns = [c for c in range(40) if (block[:, c] < limit[c]).any()]
+    assert columns.tolist() == expected_columns
+    for c, vals, idx in zip(columns.tolist(), values, rows, strict=True):
+        below = sorted((float(block[r, c]), r) for r in range(9) if block[r, c] < limit[c])[:width]
+        got = [(float(v), int(r)) for v, r in zip(vals, idx, strict=True) if r >= 0]
+        assert got == below  # smallest first, ties by row
+        assert all(torch.isinf(vals[len(got) :])) and all(idx[len(got) :] == -1)
+    assert rerank_module._entries_below(block, torch.full((40,), 9.0), width) is None  # every entry
+    none = rerank_module._entries_below(block, torch.zeros(40), width)
+    assert none[0].numel() == 0 and none[1].shape == (0, width)

@@ -121,7 +121,7 @@ class _FeatureSource:
         a_sq = None if self.sq_norms is None else self.sq_norms[rows]
         b_sq = None if self.sq_norms is None else self.sq_norms[columns]
         block = pairwise_block(self.features[rows], a_sq, self.features[columns], b_sq, self.metric)
-        return (block * block).to(torch.float32)
+        return block.mul_(block).to(torch.float32)  # a fresh block: squared in place
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         return self._distances(slice(start, stop), slice(None))
@@ -376,24 +376,29 @@ def _symmetric_neighbours(source, col_max: torch.Tensor, knn: torch.Tensor, chun
             own_max = raw.max(dim=1).values
         own_vals, own_pos = torch.topk(raw, min(width, raw.shape[1]), dim=1, largest=False)
         tail = raw[:, stop - start :]  # columns after the strip: candidates for those rows
-        columns = None
+        tail_max = columns = None
         if tail.shape[1]:
             tail_min, tail_max = _column_min_max(tail)
-            # Only columns with a value below their row's current worst candidate can change it
-            # (after the first strips, few). The limits only decrease, so reading them while
+            # Only entries below their column's current worst candidate can change it: after the
+            # first strips a few per column, so they are picked out (``_entries_below``) instead
+            # of selecting over every column. The limits only decrease, so reading them while
             # another worker merges gives a larger, still safe, limit.
             limit = best_vals[stop:, width - 1].clone()
-            columns = (tail_min < limit).nonzero().flatten()
-            if columns.numel():
+            picked = _entries_below(tail, limit, width)
+            if picked is None:  # early strips: most entries qualify
+                columns = (tail_min < limit).nonzero().flatten()
                 sub = tail.index_select(1, columns).T.contiguous()
                 tail_vals, tail_pos = torch.topk(sub, min(width, sub.shape[1]), dim=1, largest=False)
+            else:
+                columns, tail_vals, tail_pos = picked
+                tail_pos = torch.where(tail_pos >= 0, tail_pos, tail_pos.new_tensor(-1 - start))
         with lock:
             merge(slice(start, stop), own_vals, own_pos + start)
             torch.maximum(row_max[start:stop], own_max, out=row_max[start:stop])
-            if columns is not None:
+            if tail_max is not None:
                 torch.maximum(row_max[stop:], tail_max, out=row_max[stop:])
-                if columns.numel():
-                    merge(columns + stop, tail_vals, tail_pos + start)
+            if columns is not None and columns.numel():
+                merge(columns + stop, tail_vals, tail_pos + start)
 
     step = chunk_size or _STRIP_ROWS
     starts = range(0, num, step)
@@ -432,6 +437,50 @@ def _column_min_max(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.minimum(low, row, out=low)
         torch.maximum(high, row, out=high)
     return low, high
+
+
+_SPARSE_ENTRIES = 1
+"""Entries per column, on average and in units of the candidate width, up to which the symmetric
+pass picks single entries instead of selecting over whole columns."""
+
+
+def _entries_below(
+    block: torch.Tensor, limit: torch.Tensor, width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """For every column ``c`` of ``block`` with entries below ``limit[c]``: up to ``width`` of
+    them, smallest first, as ``(columns, values, rows)`` with ``values`` and ``rows`` of shape
+    ``(len(columns), width)`` (padded with ``inf`` and -1). ``None`` when more than
+    ``_SPARSE_ENTRIES * width`` entries per column qualify (the first strips): then a selection
+    over whole columns is cheaper.
+
+    Measured on a 512 x 93,820 block with about 3 entries per column below the limit: comparing
+    and picking 90 ms, against 130 ms for only gathering half of the columns (before their
+    selection).
+    """
+    mask = torch.lt(block, limit)
+    count = int(torch.count_nonzero(mask))
+    if count == 0:
+        empty = torch.empty(0, dtype=torch.long, device=block.device)
+        return empty, block.new_empty((0, width)), empty.view(0, width)
+    if count > _SPARSE_ENTRIES * width * block.shape[1]:
+        return None
+    rows, cols = mask.nonzero(as_tuple=True)
+    values = block[rows, cols]
+    # Order by (column, value): a stable sort on the value, then a stable sort on the column.
+    order = torch.argsort(values, stable=True)
+    order = order.index_select(0, torch.argsort(cols.index_select(0, order), stable=True))
+    rows, cols, values = rows[order], cols[order], values[order]
+    columns, counts = torch.unique_consecutive(cols, return_counts=True)
+    rank = torch.arange(count, device=block.device) - torch.repeat_interleave(
+        counts.cumsum(0) - counts, counts
+    )
+    keep = rank < width
+    slot = torch.repeat_interleave(torch.arange(columns.numel(), device=block.device), counts)[keep]
+    out_values = torch.full((columns.numel(), width), float("inf"), dtype=block.dtype, device=block.device)
+    out_rows = torch.full((columns.numel(), width), -1, dtype=torch.long, device=block.device)
+    out_values[slot, rank[keep]] = values[keep]
+    out_rows[slot, rank[keep]] = rows[keep]
+    return columns, out_values, out_rows
 
 
 def _compressed_rows(rows: torch.Tensor, num_rows: int) -> torch.Tensor:
@@ -594,10 +643,17 @@ def _jaccard_and_mix(source, crow, cols, vals, col_max, lambda_value, top_k, as_
                 inv_vals.index_select(0, entry),
             )
             overlap.index_add_(0, target, shared)
-        overlap = overlap.view(stop - start, ng).to(torch.float32)
-        jaccard = 1 - overlap / (2.0 - overlap)
-        original = source.query_gallery(start, stop) / col_max[start:stop, None]
-        final = jaccard * (1 - lambda_value) + original * lambda_value
+        # final = (1 - o / (2 - o)) * (1 - lambda) + original / col_max * lambda, each operation
+        # as the plain expression rounds it, in place: three block-sized buffers instead of nine
+        # (each a fresh allocation the size of the block, and a pass over memory).
+        jaccard = overlap.view(stop - start, ng).to(torch.float32)
+        jaccard.div_(torch.rsub(jaccard, 2.0)).neg_().add_(1.0).mul_(1 - lambda_value)
+        original = source.query_gallery(start, stop)
+        original.div_(col_max[start:stop, None]).mul_(lambda_value)
+        if top_k is None and result.device == jaccard.device:
+            torch.add(jaccard, original, out=result[start:stop])
+            return
+        final = jaccard.add_(original)
         if top_k is None:
             result[start:stop] = final.to(result.device)
         else:
