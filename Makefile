@@ -4,7 +4,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-QUICKSTART_DIR ?= runs/quickstart
+QUICKSTART_DIR ?= runs/retext
 
 .PHONY: install quickstart quickstart-clip-reid test test-fast quality style bench synthclip clean
 

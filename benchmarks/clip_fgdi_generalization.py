@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "recipes"))
 
 from recipe_runs import RecipeRun, cell, run_folder, run_recipes  # noqa: E402
-from retext_generalization import two_stage_args, untrained_rows  # noqa: E402
+from retext_generalization import SHIPPED_CAPTIONED_SET, two_stage_args, untrained_rows  # noqa: E402
 
 from hf_reid.training import load_config  # noqa: E402
 
@@ -57,7 +57,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     import retext
 
-    retext_cfg = load_config(retext.ReTextRecipeConfig, RETEXT_CONFIG)  # the same sources, target, budget
+    # The same sources, target and budget as the ReText benchmark's runs.
+    retext_cfg = load_config(retext.ReTextRecipeConfig, RETEXT_CONFIG, SHIPPED_CAPTIONED_SET)
     runs = {BASE: ("clip_reid", CLIP_REID_CONFIG, two_stage_args(retext_cfg))}
     runs.update({name: ("clip_fgdi", FGDI_CONFIG, extra) for name, extra in ROWS.items()})
     jobs = [

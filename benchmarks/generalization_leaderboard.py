@@ -4,6 +4,8 @@ single-camera set as ReText's premise has it (issue #15).
     python benchmarks/generalization_leaderboard.py --dry_run           # the planned runs, nothing run
     python benchmarks/generalization_leaderboard.py --jobs 2            # 3 seeds, shipped budget (hours)
     python benchmarks/generalization_leaderboard.py --jobs 2 --budget double
+    python benchmarks/generalization_leaderboard.py --jobs 2 --budget double --variants diverse \
+        --rows base identities retext                                   # the verdicts' rows only
 
 Protocol: train on the multi-camera source domains d0, d1, d2 (plus the single-camera captioned
 set where a method uses it), test on the unseen domain d3, whose camera styles no training or
@@ -66,6 +68,9 @@ from hf_reid.training import display_name, load_config, prepare_synthpeds  # noq
 logger = logging.getLogger("generalization_leaderboard")
 
 RETEXT_CONFIG = fgdi_benchmark.RETEXT_CONFIG
+SHIPPED_CAPTIONED_SET = retext_benchmark.SHIPPED_CAPTIONED_SET
+"""The shipped set's folder, ``data.root`` of the config the plan starts from (the config itself
+trains on the diverse set; every column here is spelled out)."""
 CLIP_REID_CONFIG = fgdi_benchmark.CLIP_REID_CONFIG
 FGDI_CONFIG = fgdi_benchmark.FGDI_CONFIG
 VARIANTS: tuple[str, ...] = tuple(CAPTIONED_STYLES)  # ("sources", "diverse")
@@ -120,6 +125,22 @@ ROWS: dict[str, Row] = {
     FGDI: Row("clip_fgdi", False, reuse=((_FGDI_RUNS, fgdi_benchmark.FGDI),)),
 }
 """The trained rows, in table order (SynthCLIP zero-shot, untrained, comes first)."""
+ROW_KEYS = dict(
+    zip(
+        (
+            "two_stage",
+            "base",
+            "identities",
+            "retext",
+            "retext_wo_reconstruction",
+            "retext_wo_structure",
+            "fgdi",
+        ),
+        ROWS,
+        strict=True,
+    )
+)
+"""``--rows`` names of the trained rows."""
 
 
 @dataclass
@@ -173,11 +194,11 @@ def captioned_root(cfg, variant: str, identities: int) -> str:
 
 
 def data_overrides(cfg, variant: str, identities: int) -> list[str]:
-    """ReText-recipe overrides that train on the single-camera set ``variant`` (none for the
-    shipped set, so those runs are the ReText benchmark's)."""
+    """ReText-recipe overrides that train on the single-camera set ``variant`` (for the shipped
+    set, the ReText benchmark's own, so those runs are its runs)."""
     root = captioned_root(cfg, variant, identities)
     if root == cfg.data.root:
-        return []
+        return list(SHIPPED_CAPTIONED_SET)
     return [
         "--data.root",
         root,
@@ -204,14 +225,17 @@ def plan_leaderboard(
     captioned_identities: int = CAPTIONED_IDENTITIES,
     output_dir: Path = ROOT / "runs" / "generalization_leaderboard",
     runs_root: Path = ROOT / "runs",
+    rows: tuple[str, ...] = tuple(ROWS),
 ) -> list[PlannedRun]:
     """Every recipe run of the leaderboard, in run order (seed-major, table order within a seed).
 
-    ``cfg``: the ReText SynthPeds config at the shipped budget (``data.root``, ``data.synthpeds``,
+    ``cfg``: the ReText SynthPeds config at the shipped budget, on the shipped captioned set
+    (:data:`SHIPPED_CAPTIONED_SET`; ``data.root``, ``data.synthpeds``,
     ``data.train_domains`` / ``eval_domains``, ``optim.epochs``); ``fgdi``: :func:`fgdi_schedule`.
     Runs of rows without single-camera data appear once (column :data:`BOTH`). A run goes to
     ``output_dir/<budget>/<column>/<row>_seed<k>``, unless an identical run of the ReText or
-    CLIP-FGDI benchmark has finished under ``runs_root``: that one is reused.
+    CLIP-FGDI benchmark has finished under ``runs_root``: that one is reused. ``rows``: the
+    trained rows to plan (names of :data:`ROWS`), in table order whatever their order here.
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {list(BUDGETS)}, got {budget!r}")
@@ -223,10 +247,18 @@ def plan_leaderboard(
     budget_cfg.optim.epochs = cfg.optim.epochs * BUDGETS[budget]
     two_stage = retext_benchmark.two_stage_args(budget_cfg)
     planned = []
+    unknown_rows = [name for name in rows if name not in ROWS]
+    if unknown_rows or not rows:
+        raise ValueError(f"rows must be a non-empty subset of {list(ROWS)}, got {list(rows)}")
     for seed in seeds:
         for name, row in ROWS.items():
+            if name not in rows:
+                continue
             for column in variants if row.single_camera else (BOTH,):
-                data = data_overrides(cfg, column, captioned_identities) if row.single_camera else []
+                if row.single_camera:
+                    data = data_overrides(cfg, column, captioned_identities)
+                else:  # the shipped folder, whose multi-camera domains every set shares
+                    data = list(SHIPPED_CAPTIONED_SET)
                 if row.recipe == "clip_reid":
                     config, extra = CLIP_REID_CONFIG, two_stage
                 elif row.recipe == "clip_fgdi":
@@ -236,7 +268,7 @@ def plan_leaderboard(
                 folder_name = column if column == BOTH else f"{column}_{captioned_identities}"
                 output = output_dir / budget / folder_name / run_folder(name, seed)
                 # The other benchmarks ran the shipped budget on the shipped data only.
-                if not _done(output) and budget == "shipped" and not data:
+                if not _done(output) and budget == "shipped" and data == SHIPPED_CAPTIONED_SET:
                     theirs = [
                         runs_root / bench / run_folder(their_name, seed) for bench, their_name in row.reuse
                     ]
@@ -263,6 +295,39 @@ def verdict(rows: dict, better: str, worse: str, column: str, target: str) -> tu
     return gain, spread, "YES" if gain > spread else "NO"
 
 
+def plot_leaderboard(rows: dict, variants: tuple[str, ...], title: str, path: Path) -> None:
+    """The target's mAP per row and column as a dot plot (mean, whiskers one standard deviation,
+    small dots the seeds): differences of a point or two show, which bars from zero hide."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(rows)
+    figure = Figure(figsize=(9, 0.45 * len(names) + 1.4), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    offset = 0.36 / max(1, len(variants) - 1)
+    colors = dict(zip(VARIANTS, ("#7f7f7f", "#1f77b4"), strict=True))
+    for v, variant in enumerate(variants):
+        for r, name in enumerate(names):
+            values = 100 * np.array([entry["mAP"] for entry in rows[name][variant]])
+            y = r + (v - (len(variants) - 1) / 2) * offset
+            spread = values.std() if len(values) > 1 else None
+            label = variant if r == 0 else None
+            axes.errorbar(
+                values.mean(), y, xerr=spread, fmt="o", color=colors[variant], label=label, capsize=3
+            )
+            axes.plot(values, np.full(len(values), y), ".", color=colors[variant], markersize=3, alpha=0.6)
+    axes.set_yticks(range(len(names)), names, fontsize=8)
+    axes.set_ylim(len(names) - 0.5, -0.5)
+    axes.set_xlabel("mAP on the unseen domain (%)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(title="single-camera set", fontsize=8, title_fontsize=8)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -277,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         help="identities of each single-camera set (400: the shipped set, whose sources runs are the "
         "ReText benchmark's)",
     )
+    parser.add_argument(
+        "--rows", nargs="+", choices=list(ROW_KEYS), default=list(ROW_KEYS), help="trained rows"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (each with cores // jobs threads)")
     parser.add_argument("--output_dir", type=Path, default=ROOT / "runs" / "generalization_leaderboard")
     parser.add_argument("--dry_run", action="store_true", help="print the planned runs and their arguments")
@@ -284,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     import retext
 
-    cfg = load_config(retext.ReTextRecipeConfig, RETEXT_CONFIG)
+    cfg = load_config(retext.ReTextRecipeConfig, RETEXT_CONFIG, SHIPPED_CAPTIONED_SET)
     variants = tuple(dict.fromkeys(args.variants))
     planned = plan_leaderboard(
         cfg,
@@ -294,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         variants,
         args.captioned_identities,
         args.output_dir,
+        rows=tuple(ROW_KEYS[key] for key in args.rows),
     )
     roots = {v: captioned_root(cfg, v, args.captioned_identities) for v in variants}
     if args.dry_run:
@@ -355,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     for better, worse, question in questions:
+        if better not in rows or worse not in rows:
+            print(f"{question} no verdict: the row {better if better not in rows else worse!r} was not run")
+            continue
         gain, spread, answer = verdict(rows, better, worse, column, target)
         others = "; ".join(
             "{} column: {:+.1f} (spread {:.1f})".format(v, *verdict(rows, better, worse, v, target)[:2])
@@ -378,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [{"row": p.row, "column": p.column, "output_dir": str(p.run.output_dir)} for p in planned],
     }
     (out / "leaderboard.json").write_text(json.dumps(summary, indent=2) + "\n")
+    title = f"sources d0-d2 -> unseen {target}; budget {args.budget}; seeds {seeds}; mean ± std"
+    plot_leaderboard(rows, variants, title, out / "leaderboard.png")
+    print(f"\n{out / 'leaderboard.json'}, {out / 'leaderboard.png'}")
     return 0
 
 

@@ -5,7 +5,7 @@
 
 The test set is a SynthPeds ``captions`` layout rendered with another seed (``--seed``, default 1)
 into its own folder (``--data``): identities that no model here saw, neither SynthCLIP's
-pretraining (seed 1000) nor ReText's captioned training set (seed 0, ``data/synthpeds/captions``).
+pretraining (seed 1000) nor ReText's captioned training set (seed 0).
 Every caption is a query; the gallery is every image of the set; a hit is an image of the caption's
 identity (the CUHK-PEDES convention), scored with ``hf_reid.metrics.evaluate_rank`` without
 cameras (every image of the identity counts). Rows:

@@ -140,8 +140,10 @@ def test_shipped_configs_follow_the_code_and_the_retext_budget(recipe):
     # SynthPeds: the data and the 408 image-encoder steps of the ReText config (same PK batches).
     synth = configs["synthpeds"]
     retext = load_config(load_recipe("retext").ReTextRecipeConfig, CONFIGS / "retext_synthpeds.yaml")
-    for field in ("train_domains", "eval_domains", "p", "k", "pad", "random_erasing_p", "synthpeds"):
+    for field in ("train_domains", "eval_domains", "p", "k", "pad", "random_erasing_p"):
         assert getattr(synth.data, field) == getattr(retext.data, field), field
+    for field in ("preset", "seed", "image_size"):  # the same multi-camera domains
+        assert getattr(synth.data.synthpeds, field) == getattr(retext.data.synthpeds, field), field
     assert synth.model.image_size == retext.model.image_size and synth.seed == retext.seed
     assert synth.image_encoder.prior_epochs + synth.image_encoder.epochs == retext.optim.epochs
     assert synth.model.clip_name_or_path == recipe.SYNTHCLIP

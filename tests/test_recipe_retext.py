@@ -102,6 +102,11 @@ def test_shipped_configs_load(recipe):
     synth = load_config(recipe.ReTextRecipeConfig, CONFIGS / "retext_synthpeds.yaml")
     assert synth.data.eval_domains == ["synthpeds_d3"]
     assert "synthpeds_d3" not in synth.data.train_domains and synth.captions.mode == "text"
+    # ReText's premise (issue #15): the diverse single-camera set, far larger than the 360
+    # multi-camera identities, read from the folder it is generated into.
+    assert synth.data.synthpeds.captioned_styles == "diverse"
+    assert synth.data.synthpeds.captioned_identities == 2000
+    assert synth.captions.root == f"{synth.data.root}/captions"
     p2 = load_config(recipe.ReTextRecipeConfig, CONFIGS / "retext_p2_market1501.yaml")
     assert p2.model.clip_name_or_path == "openai/clip-vit-base-patch16"
     assert set(p2.data.layouts.values()) == {"msmt17", "cuhk_sysu", "cuhk03_np"}

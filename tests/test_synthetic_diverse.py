@@ -351,17 +351,24 @@ def leaderboard():
     return module
 
 
-def _retext_config():
-    """The ReText SynthPeds config's fields the plan reads (without importing the recipe)."""
+def _retext_config(leaderboard):
+    """The ReText SynthPeds config's fields the plan reads, on the shipped captioned set as the
+    leaderboard loads it (without importing the recipe)."""
     data = yaml.safe_load((ROOT / "recipes" / "configs" / "retext_synthpeds.yaml").read_text())
     d = data["data"]
+    shipped = leaderboard.SHIPPED_CAPTIONED_SET
+    synthpeds = {
+        **d["synthpeds"],
+        "captioned_styles": _option(shipped, "--data.synthpeds.captioned_styles"),
+        "captioned_identities": int(_option(shipped, "--data.synthpeds.captioned_identities")),
+    }
     return SimpleNamespace(
         data=SimpleNamespace(
             layout=d["layout"],
-            root=d["root"],
+            root=_option(shipped, "--data.root"),
             train_domains=d["train_domains"],
             eval_domains=d["eval_domains"],
-            synthpeds=SimpleNamespace(**d["synthpeds"]),
+            synthpeds=SimpleNamespace(**synthpeds),
         ),
         optim=SimpleNamespace(epochs=data["optim"]["epochs"]),
     )
@@ -373,7 +380,7 @@ def _option(extra: list[str], name: str) -> str | None:
 
 def test_leaderboard_plans_one_protocol_for_every_row(leaderboard, tmp_path):
     lb = leaderboard
-    cfg = _retext_config()
+    cfg = _retext_config(lb)
     plan = lb.plan_leaderboard(
         cfg, lb.fgdi_schedule(), [0, 1, 2], output_dir=tmp_path / "out", runs_root=tmp_path
     )
@@ -393,8 +400,8 @@ def test_leaderboard_plans_one_protocol_for_every_row(leaderboard, tmp_path):
             assert json.loads(_option(extra, "--data.eval_domains")) == ["synthpeds_d3"]
         elif p.row == lb.FGDI:
             assert p.run.recipe == "clip_fgdi" and extra == []
-        elif p.row == lb.BASE:
-            assert extra == ["--captions.mode", "none"]
+        elif p.row == lb.BASE:  # the shipped folder: the multi-camera domains every set shares
+            assert extra == ["--captions.mode", "none", *lb.SHIPPED_CAPTIONED_SET]
         else:
             root = f"data/synthpeds_{p.column}_2000"
             assert (
@@ -412,7 +419,7 @@ def test_leaderboard_plans_one_protocol_for_every_row(leaderboard, tmp_path):
 
 def test_leaderboard_double_budget_doubles_every_image_encoder_schedule(leaderboard, tmp_path):
     lb = leaderboard
-    cfg = _retext_config()
+    cfg = _retext_config(lb)
     fgdi = lb.fgdi_schedule()
     plan = lb.plan_leaderboard(
         cfg,
@@ -442,9 +449,27 @@ def test_leaderboard_double_budget_doubles_every_image_encoder_schedule(leaderbo
         lb.plan_leaderboard(cfg, fgdi, [0], budget="triple")
 
 
+def test_leaderboard_plans_only_the_rows_asked_for(leaderboard, tmp_path):
+    lb = leaderboard
+    cfg = _retext_config(lb)
+    rows = (lb.RETEXT, lb.BASE)  # table order wins over the order asked
+    plan = lb.plan_leaderboard(
+        cfg, lb.fgdi_schedule(), [0, 1], variants=("diverse",), output_dir=tmp_path, rows=rows
+    )
+    assert [(p.row, p.column, p.run.seed) for p in plan] == [
+        (lb.BASE, lb.BOTH, 0),
+        (lb.RETEXT, "diverse", 0),
+        (lb.BASE, lb.BOTH, 1),
+        (lb.RETEXT, "diverse", 1),
+    ]
+    assert set(lb.ROW_KEYS.values()) == set(lb.ROWS)
+    with pytest.raises(ValueError, match="rows"):
+        lb.plan_leaderboard(cfg, lb.fgdi_schedule(), [0], rows=("ReText w/o text",))
+
+
 def test_leaderboard_reuses_only_identical_finished_runs(leaderboard, tmp_path):
     lb = leaderboard
-    cfg = _retext_config()
+    cfg = _retext_config(lb)
     fgdi = lb.fgdi_schedule()
     theirs = tmp_path / "runs" / "retext_generalization" / "retext_seed0"
     theirs.mkdir(parents=True)
@@ -462,7 +487,7 @@ def test_leaderboard_reuses_only_identical_finished_runs(leaderboard, tmp_path):
         shipped_set[(lb.RETEXT, "sources")].reused
         and shipped_set[(lb.RETEXT, "sources")].run.output_dir == theirs
     )
-    assert shipped_set[(lb.RETEXT, "sources")].run.extra == []
+    assert shipped_set[(lb.RETEXT, "sources")].run.extra == lb.SHIPPED_CAPTIONED_SET
     assert not shipped_set[(lb.RETEXT, "diverse")].reused
     assert not runs()[(lb.RETEXT, "sources")].reused  # 2000 identities: another run
     assert not runs(captioned_identities=400, budget="double")[(lb.RETEXT, "sources")].reused
