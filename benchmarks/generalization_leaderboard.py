@@ -63,6 +63,7 @@ import retext_generalization as retext_benchmark  # noqa: E402
 from recipe_runs import RecipeRun, cell, finished_folder, run_folder, run_recipes  # noqa: E402
 
 from hf_reid.data.synthetic import CAPTIONED_STYLES, get_preset  # noqa: E402
+from hf_reid.metrics.plots import headless_figure  # noqa: E402
 from hf_reid.training import display_name, load_config, prepare_synthpeds  # noqa: E402
 
 logger = logging.getLogger("generalization_leaderboard")
@@ -125,21 +126,15 @@ ROWS: dict[str, Row] = {
     FGDI: Row("clip_fgdi", False, reuse=((_FGDI_RUNS, fgdi_benchmark.FGDI),)),
 }
 """The trained rows, in table order (SynthCLIP zero-shot, untrained, comes first)."""
-ROW_KEYS = dict(
-    zip(
-        (
-            "two_stage",
-            "base",
-            "identities",
-            "retext",
-            "retext_wo_reconstruction",
-            "retext_wo_structure",
-            "fgdi",
-        ),
-        ROWS,
-        strict=True,
-    )
-)
+ROW_KEYS = {
+    "two_stage": TWO_STAGE,
+    "base": BASE,
+    "identities": IDENTITIES,
+    "retext": RETEXT,
+    "retext_wo_reconstruction": "ReText w/o reconstruction",
+    "retext_wo_structure": "ReText w/o structure",
+    "fgdi": FGDI,
+}
 """``--rows`` names of the trained rows."""
 
 
@@ -298,12 +293,8 @@ def verdict(rows: dict, better: str, worse: str, column: str, target: str) -> tu
 def plot_leaderboard(rows: dict, variants: tuple[str, ...], title: str, path: Path) -> None:
     """The target's mAP per row and column as a dot plot (mean, whiskers one standard deviation,
     small dots the seeds): differences of a point or two show, which bars from zero hide."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     names = list(rows)
-    figure = Figure(figsize=(9, 0.45 * len(names) + 1.4), dpi=110)
-    FigureCanvasAgg(figure)
+    figure = headless_figure(9, 0.45 * len(names) + 1.4)
     axes = figure.add_subplot(1, 1, 1)
     offset = 0.36 / max(1, len(variants) - 1)
     colors = dict(zip(VARIANTS, ("#7f7f7f", "#1f77b4"), strict=True))

@@ -48,6 +48,7 @@ from recipe_runs import RecipeRun, cell, run_folder, run_recipes  # noqa: E402
 from synthpeds_difficulty import color_histogram, euclidean  # noqa: E402
 
 from hf_reid.data import load_reid_dataset  # noqa: E402
+from hf_reid.data.synthetic import get_preset  # noqa: E402
 from hf_reid.metrics import evaluate_rank  # noqa: E402
 from hf_reid.synthclip import load_synthclip  # noqa: E402
 from hf_reid.training import display_name, domain_dir, load_config, prepare_synthpeds  # noqa: E402
@@ -74,7 +75,7 @@ SHIPPED_CAPTIONED_SET = [
     "--data.synthpeds.captioned_styles",
     "sources",
     "--data.synthpeds.captioned_identities",
-    "400",
+    str(get_preset("default").caption_ids),
 ]
 """ReText-recipe overrides for SynthPeds' shipped captioned set (the ``default`` preset's 400
 identities, camera styles of the source domains), in the folder the benchmarks always used."""

@@ -25,7 +25,9 @@ QUERY_COLOR = (40, 40, 40)
 """Border of the query image."""
 
 
-def _figure(width: float, height: float):
+def headless_figure(width: float, height: float):
+    """A matplotlib ``Figure`` of ``width`` x ``height`` inches on the Agg canvas (no ``pyplot``,
+    no backend change): what every PNG of the package and its benchmarks is drawn on."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -65,7 +67,7 @@ def plot_cmc(
     if max_rank < 1:
         raise ValueError(f"`max_rank` must be positive, got {max_rank}.")
 
-    figure = _figure(6.4, 4.4)
+    figure = headless_figure(6.4, 4.4)
     axes = figure.add_subplot(1, 1, 1)
     for name, result in results.items():
         ranks = np.arange(1, min(max_rank, len(result.cmc)) + 1)
@@ -140,7 +142,7 @@ def plot_ranked_list(
         raise ValueError(f"`ranked_indices` must index `gallery_images` (0 .. {len(gallery_images) - 1}).")
 
     width, height = image_size
-    figure = _figure((top_k + 1) * width / 55 + 0.4, num_queries * (height / 55 + 0.35))
+    figure = headless_figure((top_k + 1) * width / 55 + 0.4, num_queries * (height / 55 + 0.35))
     grid = figure.add_gridspec(num_queries, top_k + 1, wspace=0.08, hspace=0.15)
     for row in range(num_queries):
         cells = [(query_images[row], QUERY_COLOR, "query")]
